@@ -1,0 +1,1 @@
+"""adapters: see DESIGN.md; grows with its issues."""

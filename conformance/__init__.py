@@ -1,0 +1,1 @@
+"""conformance: see DESIGN.md; grows with its issues."""

@@ -1,0 +1,1 @@
+"""Regional health archive and master patient index: identifier systems and resident record linkage."""

@@ -1,0 +1,1 @@
+"""eldercare_12349: see DESIGN.md; grows with its issues."""

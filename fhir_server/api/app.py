@@ -1,0 +1,124 @@
+"""The FastAPI application: one generic handler per FHIR interaction, errors mapped in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fhir_server import definitions
+from fhir_server.api import interactions
+from fhir_server.api.negotiation import FHIR_JSON
+from fhir_server.config import Settings, load_settings
+from fhir_server.errors import FhirError, Issue, http_status, operation_outcome
+from fhir_server.service import FhirService
+from fhir_server.storage.engine import create_db_engine, unit_of_work
+
+log = logging.getLogger("hie.api")
+T = TypeVar("T")
+_RETRIES = 3
+
+
+class Context:
+    """What every handler needs: settings, the FHIR service and a way to run a unit of work."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.service = FhirService(
+            allow_multiple_delete=settings.allow_multiple_delete, max_delete=settings.max_conditional_delete
+        )
+
+    async def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` in one transaction off the event loop; retry when a concurrent writer won a race."""
+        return await run_in_threadpool(self._run_sync, work, write)
+
+    def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
+        for attempt in range(_RETRIES):
+            try:
+                with unit_of_work(self.engine, write=write) as conn:
+                    return work(conn)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == _RETRIES - 1 or not _is_retryable(exc):
+                    raise
+                log.info("retrying a unit of work after a concurrent write: %s", type(exc.orig).__name__)
+        raise AssertionError("unreachable")
+
+    def base_url(self, request: Request) -> str:
+        if self.settings.base_url:
+            return self.settings.base_url.rstrip("/")
+        return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _is_retryable(exc: IntegrityError | OperationalError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in ("40001", "40P01") or "database is locked" in str(exc.orig)
+
+
+def fhir_error_response(error: FhirError) -> Response:
+    return Response(
+        content=_dump(error.outcome()),
+        status_code=http_status(error),
+        media_type=FHIR_JSON,
+        headers=error.headers,
+    )
+
+
+def _dump(body: dict[str, Any]) -> bytes:
+    import orjson
+
+    return orjson.dumps(body)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    engine = engine or create_db_engine(settings)
+    context = Context(settings, engine)
+    app = FastAPI(title="Wuzhou Health Information Exchange", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app.state.context = context
+
+    @app.exception_handler(FhirError)
+    async def _fhir_error(_request: Request, exc: FhirError) -> Response:
+        return fhir_error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "invalid")
+        message = {
+            404: f"There is nothing at {request.url.path}; FHIR resources live under /fhir/[type]/[id].",
+            405: f"{request.method} is not allowed on {request.url.path}.",
+        }.get(exc.status_code, str(exc.detail))
+        response = fhir_error_response(FhirError(kind, message))
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, exc: RequestValidationError) -> Response:
+        return fhir_error_response(FhirError("invalid", f"Malformed request: {exc.errors()}"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error")
+        body = operation_outcome([Issue("exception", f"Internal error ({type(exc).__name__}); it has been logged.")])
+        return Response(content=_dump(body), status_code=500, media_type=FHIR_JSON)
+
+    app.include_router(interactions.router(context))
+
+    @app.get("/", include_in_schema=False)
+    async def _root() -> dict[str, Any]:
+        return {
+            "service": "Wuzhou Health Information Exchange",
+            "fhir": "/fhir",
+            "fhirVersion": definitions.FHIR_VERSION,
+        }
+
+    return app

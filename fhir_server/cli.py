@@ -1,0 +1,69 @@
+"""The ``hie`` command: run the exchange, manage its database, load demo data."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+import uvicorn
+
+from fhir_server.config import load_settings
+
+app = typer.Typer(help="Wuzhou Health Information Exchange", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema and maintenance", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo data for the embedded default", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8080, help="TCP port."),
+    workers: int = typer.Option(1, help="Worker processes (use several on PostgreSQL)."),
+) -> None:
+    """Serve the FHIR API at http://HOST:PORT/fhir."""
+    settings = load_settings()
+    typer.echo(f"FHIR base URL: http://{host}:{port}/fhir  (database: {_safe_url(settings.database_url)})")
+    uvicorn.run(
+        "fhir_server.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Create or migrate the database schema (Alembic)."""
+    from fhir_server.migrations import upgrade
+    from fhir_server.storage import create_db_engine
+
+    settings = load_settings()
+    upgrade(create_db_engine(settings), revision)
+    typer.echo(f"Database at {_safe_url(settings.database_url)} is at revision {revision}.")
+
+
+@demo_app.command("load")
+def demo_load() -> None:
+    """Load a small demo data set (idempotent)."""
+    from fhir_server.demo import load_demo
+    from fhir_server.service import FhirService
+    from fhir_server.storage import create_db_engine
+
+    settings = load_settings()
+    created = load_demo(create_db_engine(settings), FhirService())
+    typer.echo(f"Demo data loaded: {created} resources created.")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.callback()
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,389 @@
+"""The FHIR service: every write and read of resources, used alike by REST handlers and domain modules.
+
+All functions take the unit-of-work connection explicitly; the caller commits (DESIGN.md rule 4).
+Versioning follows R4B §3.1.0.1.5 (version ids per resource, deletes as tombstone versions).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, delete, exists, insert, or_, select, text, update
+from sqlalchemy.sql import ColumnElement
+
+from fhir_server.errors import FhirError, gone, invalid, not_found, precondition_failed
+from fhir_server.search.index import index_rows
+from fhir_server.search.parameters import Registry
+from fhir_server.search.values import from_micros
+from fhir_server.storage.engine import is_postgres
+from fhir_server.storage.tables import INDEX_TABLES, resource_versions, resources
+
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version of a resource; ``body`` is its canonical JSON (None for a delete)."""
+
+    res_type: str
+    res_id: str
+    version: int
+    ts: int
+    method: str
+    body: bytes | None
+    res_pk: int = 0
+
+    @property
+    def deleted(self) -> bool:
+        return self.body is None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def last_updated(self) -> datetime:
+        return from_micros(self.ts)
+
+    @property
+    def location(self) -> str:
+        return f"{self.res_type}/{self.res_id}/_history/{self.version}"
+
+    def resource(self) -> dict[str, Any]:
+        if self.body is None:
+            raise gone(f"{self.res_type}/{self.res_id} was deleted (version {self.version}).")
+        return orjson.loads(self.body)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write did: the new version and whether it created the resource."""
+
+    version: Version
+    created: bool
+    changed: bool = True
+
+
+def instant(micros: int) -> str:
+    """An R4B instant in UTC with microseconds."""
+    return from_micros(micros).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def check_id(resource_id: str) -> str:
+    if not (1 <= len(resource_id) <= 64) or not set(resource_id) <= _ID_CHARS:
+        raise invalid(
+            f"'{resource_id}' is not a valid resource id (1–64 characters of A–Z, a–z, 0–9, '-' and '.').",
+            expression=("id",),
+        )
+    return resource_id
+
+
+class Repository:
+    """Versioned storage of every resource type with its search indexes kept in step."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def current(self, conn: Connection, res_type: str, res_id: str, *, lock: bool = False) -> Version | None:
+        """The latest version (possibly a tombstone), or None if the resource never existed."""
+        query = (
+            select(
+                resources.c.res_pk,
+                resources.c.version,
+                resource_versions.c.ts,
+                resource_versions.c.method,
+                resource_versions.c.body,
+            )
+            .join(
+                resource_versions,
+                and_(
+                    resource_versions.c.res_pk == resources.c.res_pk,
+                    resource_versions.c.version == resources.c.version,
+                ),
+            )
+            .where(resources.c.res_type == res_type, resources.c.res_id == res_id)
+        )
+        if lock:
+            query = query.with_for_update(of=resources)
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        return Version(res_type, res_id, row.version, row.ts, row.method, _inflate(row.body), row.res_pk)
+
+    def read(self, conn: Connection, res_type: str, res_id: str) -> Version:
+        found = self.current(conn, res_type, res_id)
+        if found is None:
+            raise not_found(f"{res_type}/{res_id} is not known to this server.")
+        if found.deleted:
+            error = gone(f"{res_type}/{res_id} was deleted (version {found.version}).")
+            error.headers["ETag"] = found.etag
+            raise error
+        return found
+
+    def vread(self, conn: Connection, res_type: str, res_id: str, version: int) -> Version:
+        row = conn.execute(
+            select(
+                resource_versions.c.ts,
+                resource_versions.c.method,
+                resource_versions.c.body,
+                resources.c.res_pk,
+            )
+            .join(resources, resources.c.res_pk == resource_versions.c.res_pk)
+            .where(
+                resources.c.res_type == res_type,
+                resources.c.res_id == res_id,
+                resource_versions.c.version == version,
+            )
+        ).first()
+        if row is None:
+            raise not_found(f"{res_type}/{res_id} has no version {version}.")
+        found = Version(res_type, res_id, version, row.ts, row.method, _inflate(row.body), row.res_pk)
+        if found.deleted:
+            raise gone(f"Version {version} of {res_type}/{res_id} is its deletion.")
+        return found
+
+    def load_many(self, conn: Connection, pks: list[int]) -> list[Version]:
+        """Current versions of the given resources, in the order given."""
+        if not pks:
+            return []
+        rows = conn.execute(
+            select(
+                resources.c.res_pk,
+                resources.c.res_type,
+                resources.c.res_id,
+                resources.c.version,
+                resource_versions.c.ts,
+                resource_versions.c.method,
+                resource_versions.c.body,
+            )
+            .join(
+                resource_versions,
+                and_(
+                    resource_versions.c.res_pk == resources.c.res_pk,
+                    resource_versions.c.version == resources.c.version,
+                ),
+            )
+            .where(resources.c.res_pk.in_(pks))
+        ).all()
+        by_pk = {
+            r.res_pk: Version(r.res_type, r.res_id, r.version, r.ts, r.method, _inflate(r.body), r.res_pk) for r in rows
+        }
+        return [by_pk[pk] for pk in pks if pk in by_pk]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def create(self, conn: Connection, resource: dict[str, Any], *, res_id: str | None = None) -> WriteResult:
+        """Store a new resource under a server-assigned id (or ``res_id`` for update-as-create)."""
+        res_type = resource["resourceType"]
+        method = "POST" if res_id is None else "PUT"
+        res_id = res_id or str(uuid.uuid4())
+        ts = _now()
+        body = _stamp(resource, res_id, 1, ts)
+        res_pk = conn.execute(
+            insert(resources)
+            .values(res_type=res_type, res_id=res_id, version=1, ts=ts, deleted=False)
+            .returning(resources.c.res_pk)
+        ).scalar_one()
+        self._write_version(conn, res_pk, res_type, 1, ts, method, body)
+        self._write_index(conn, res_pk, res_type, resource, replace=False)
+        return WriteResult(Version(res_type, res_id, 1, ts, method, body, res_pk), created=True)
+
+    def update(
+        self,
+        conn: Connection,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+        method: str = "PUT",
+    ) -> WriteResult:
+        """Write a new version; creates the resource when the client names a new id (R4B §3.1.0.4)."""
+        existing = self.current(conn, res_type, res_id, lock=True)
+        if existing is None:
+            if if_match is not None:
+                raise not_found(f"{res_type}/{res_id} does not exist, so If-Match cannot hold.")
+            result = self.create(conn, resource, res_id=res_id)
+            return result
+        if if_match is not None and if_match != existing.version:
+            raise precondition_failed(
+                f"{res_type}/{res_id} is at version {existing.version}, not {if_match}: "
+                "read it again and re-apply your change."
+            )
+        version = existing.version + 1
+        ts = max(_now(), existing.ts + 1)
+        body = _stamp(resource, res_id, version, ts)
+        bumped = conn.execute(
+            update(resources)
+            .where(resources.c.res_pk == existing.res_pk, resources.c.version == existing.version)
+            .values(version=version, ts=ts, deleted=False)
+        ).rowcount
+        if bumped != 1:
+            raise precondition_failed(f"{res_type}/{res_id} was changed concurrently; retry with its new version.")
+        self._write_version(conn, existing.res_pk, res_type, version, ts, method, body)
+        self._write_index(conn, existing.res_pk, res_type, resource, replace=not existing.deleted)
+        created = existing.deleted
+        return WriteResult(Version(res_type, res_id, version, ts, method, body, existing.res_pk), created=created)
+
+    def delete(self, conn: Connection, res_type: str, res_id: str, *, if_match: int | None = None) -> Version | None:
+        """Write a tombstone version; deleting what is already deleted or unknown changes nothing."""
+        existing = self.current(conn, res_type, res_id, lock=True)
+        if existing is None:
+            if if_match is not None:
+                raise not_found(f"{res_type}/{res_id} does not exist.")
+            return None
+        if if_match is not None and if_match != existing.version:
+            raise precondition_failed(f"{res_type}/{res_id} is at version {existing.version}, not {if_match}.")
+        if existing.deleted:
+            return existing
+        version = existing.version + 1
+        ts = max(_now(), existing.ts + 1)
+        bumped = conn.execute(
+            update(resources)
+            .where(resources.c.res_pk == existing.res_pk, resources.c.version == existing.version)
+            .values(version=version, ts=ts, deleted=True)
+        ).rowcount
+        if bumped != 1:
+            raise precondition_failed(f"{res_type}/{res_id} was changed concurrently; retry.")
+        self._write_version(conn, existing.res_pk, res_type, version, ts, "DELETE", None)
+        for table in INDEX_TABLES.values():
+            conn.execute(delete(table).where(table.c.res_pk == existing.res_pk))
+        return Version(res_type, res_id, version, ts, "DELETE", None, existing.res_pk)
+
+    def reindex(self, conn: Connection, version: Version) -> None:
+        self._write_index(conn, version.res_pk, version.res_type, version.resource(), replace=True)
+
+    def _write_version(
+        self,
+        conn: Connection,
+        res_pk: int,
+        res_type: str,
+        version: int,
+        ts: int,
+        method: str,
+        body: bytes | None,
+    ) -> None:
+        conn.execute(
+            insert(resource_versions).values(
+                res_pk=res_pk, version=version, res_type=res_type, ts=ts, method=method, body=_deflate(body)
+            )
+        )
+
+    def _write_index(
+        self, conn: Connection, res_pk: int, res_type: str, resource: dict[str, Any], *, replace: bool
+    ) -> None:
+        if replace:
+            for table in INDEX_TABLES.values():
+                conn.execute(delete(table).where(table.c.res_pk == res_pk))
+        for param_type, rows in index_rows(self.registry, res_type, resource).items():
+            table = INDEX_TABLES[param_type]
+            conn.execute(insert(table), [{"res_pk": res_pk, "res_type": res_type, **row} for row in rows])
+
+    # -- history -------------------------------------------------------------------------------
+
+    def history(
+        self,
+        conn: Connection,
+        *,
+        res_type: str | None = None,
+        res_id: str | None = None,
+        since: int | None = None,
+        at: tuple[int, int] | None = None,
+        count: int = 20,
+        after: tuple[int, int, int] | None = None,
+    ) -> list[Version]:
+        """Versions newest first (R4B §3.1.0.10), keyset-paged after ``(ts, res_pk, version)``."""
+        v = resource_versions.c
+        query = select(v.res_pk, v.version, v.res_type, v.ts, v.method, v.body, resources.c.res_id).join(
+            resources, resources.c.res_pk == v.res_pk
+        )
+        if res_type is not None:
+            query = query.where(v.res_type == res_type)
+        if res_id is not None:
+            query = query.where(resources.c.res_id == res_id)
+        if since is not None:
+            query = query.where(v.ts >= since)
+        if at is not None:
+            newer = resource_versions.alias("newer")
+            query = query.where(
+                v.ts <= at[1],
+                ~exists().where(newer.c.res_pk == v.res_pk, newer.c.version > v.version, newer.c.ts <= at[0]),
+            )
+        if after is not None:
+            query = query.where(_before(after))
+        query = query.order_by(v.ts.desc(), v.res_pk.desc(), v.version.desc()).limit(count)
+        return [
+            Version(r.res_type, r.res_id, r.version, r.ts, r.method, _inflate(r.body), r.res_pk)
+            for r in conn.execute(query)
+        ]
+
+    def lock_condition(self, conn: Connection, key: str) -> None:
+        """Serialise writers that test the same condition (conditional create/update) until commit."""
+        if is_postgres(conn):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(key)})
+        # SQLite writers already hold the database write lock (BEGIN IMMEDIATE).
+
+
+def _before(after: tuple[int, int, int]) -> ColumnElement[bool]:
+    ts, res_pk, version = after
+    v = resource_versions.c
+    return or_(
+        v.ts < ts,
+        and_(v.ts == ts, or_(v.res_pk < res_pk, and_(v.res_pk == res_pk, v.version < version))),
+    )
+
+
+def _lock_key(key: str) -> int:
+    value = zlib.crc32(key.encode()) | (zlib.adler32(key.encode()) << 32)
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _now() -> int:
+    return time.time_ns() // 1000
+
+
+def _stamp(resource: dict[str, Any], res_id: str, version: int, ts: int) -> bytes:
+    """Set id and meta.versionId/lastUpdated (server-assigned) and serialise once."""
+    resource["id"] = res_id
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = instant(ts)
+    resource["meta"] = meta
+    return orjson.dumps(resource)
+
+
+_COMPRESS_AT = 2048
+_ZLIB_MAGIC = b"\x78"
+
+
+def _deflate(body: bytes | None) -> bytes | None:
+    """Large bodies are stored zlib-compressed; JSON never starts with 0x78 so the two never clash."""
+    if body is None or len(body) < _COMPRESS_AT:
+        return body
+    return zlib.compress(body, 1)
+
+
+def _inflate(body: bytes | None) -> bytes | None:
+    if body is None or not body.startswith(_ZLIB_MAGIC):
+        return body
+    return zlib.decompress(body)
+
+
+def expect_id(resource: dict[str, Any], url_id: str) -> None:
+    """On update the body's id must be present and equal the URL's (R4B §3.1.0.4)."""
+    body_id = resource.get("id")
+    if body_id is None:
+        raise invalid(f"The resource has no id; an update of {url_id} must carry id '{url_id}'.", expression=("id",))
+    if body_id != url_id:
+        raise invalid(f"The body's id '{body_id}' does not match the id '{url_id}' in the URL.", expression=("id",))
+
+
+__all__ = ["FhirError", "Repository", "Version", "WriteResult", "check_id", "expect_id", "instant"]

@@ -1,0 +1,159 @@
+"""The in-process FHIR service: REST semantics (validation, conditions, versioning) for every caller.
+
+REST handlers and domain modules call these functions inside one unit of work (DESIGN.md rules 2 and 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+from sqlalchemy import Connection
+
+from fhir_server.errors import FhirError, invalid, precondition_failed
+from fhir_server.repository import Repository, Version, WriteResult, check_id, expect_id
+from fhir_server.search.parameters import Registry, default_registry
+from fhir_server.search.query import find
+from fhir_server.validation import validate_resource
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    """A create, or the existing match of a conditional create (``created`` False, status 200)."""
+
+    version: Version
+    created: bool
+
+
+def parse_query(query: str) -> list[tuple[str, str]]:
+    """``identifier=a|b&_id=1`` → pairs, keeping blank values so they can be reported."""
+    return parse_qsl(query.lstrip("?"), keep_blank_values=True)
+
+
+class FhirService:
+    """Validated, versioned, indexed access to resources of every type."""
+
+    def __init__(self, registry: Registry | None = None, *, allow_multiple_delete: bool = True, max_delete: int = 100):
+        self.registry = registry or default_registry()
+        self.repository = Repository(self.registry)
+        self.allow_multiple_delete = allow_multiple_delete
+        self.max_delete = max_delete
+
+    # -- search used by conditional interactions -------------------------------------------------
+
+    def matches(self, conn: Connection, res_type: str, params: list[tuple[str, str]], *, limit: int = 2) -> list[int]:
+        if not params:
+            raise invalid(f"A conditional request on {res_type} needs search parameters.")
+        return find(conn, self.registry, res_type, params, limit=limit)
+
+    # -- interactions ----------------------------------------------------------------------------
+
+    def create(self, conn: Connection, resource: dict[str, Any], *, if_none_exist: str | None = None) -> CreateOutcome:
+        """Create (R4B §3.1.0.5), conditionally when ``if_none_exist`` holds a search query."""
+        res_type = validate_resource(resource)
+        if if_none_exist:
+            params = parse_query(if_none_exist)
+            self.repository.lock_condition(conn, f"{res_type}?{if_none_exist}")
+            found = self.matches(conn, res_type, params)
+            if len(found) > 1:
+                raise FhirError("multiple-matches", f"If-None-Exist '{if_none_exist}' matches several {res_type}s.")
+            if found:
+                return CreateOutcome(self.repository.load_many(conn, found)[0], created=False)
+        resource.pop("id", None)
+        result = self.repository.create(conn, resource)
+        return CreateOutcome(result.version, created=True)
+
+    def update(
+        self,
+        conn: Connection,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """Update or update-as-create (R4B §3.1.0.4)."""
+        check_id(res_id)
+        validate_resource(resource, res_type)
+        expect_id(resource, res_id)
+        return self.repository.update(conn, res_type, res_id, resource, if_match=if_match)
+
+    def conditional_update(
+        self, conn: Connection, res_type: str, query: str, resource: dict[str, Any], *, if_match: int | None = None
+    ) -> WriteResult:
+        """``PUT Type?params`` (R4B §3.1.0.4.2): update the one match, create when none, 412 when several."""
+        validate_resource(resource, res_type)
+        self.repository.lock_condition(conn, f"{res_type}?{query}")
+        found = self.matches(conn, res_type, parse_query(query))
+        if len(found) > 1:
+            raise FhirError("multiple-matches", f"The condition '{query}' matches several {res_type}s.")
+        if not found:
+            body_id = resource.get("id")
+            if body_id is not None:
+                check_id(body_id)
+                return self.repository.update(conn, res_type, body_id, resource, if_match=if_match)
+            return self.repository.create(conn, resource)
+        target = self.repository.load_many(conn, found)[0]
+        if resource.get("id") not in (None, target.res_id):
+            raise invalid(
+                f"The condition matches {res_type}/{target.res_id} but the body has id '{resource['id']}'.",
+                expression=("id",),
+            )
+        resource["id"] = target.res_id
+        return self.repository.update(conn, res_type, target.res_id, resource, if_match=if_match)
+
+    def patch(
+        self, conn: Connection, res_type: str, res_id: str, patch: Any, *, if_match: int | None = None
+    ) -> WriteResult:
+        """JSON Patch (RFC 6902) on the current version (R4B §3.1.0.6); the result is validated like a PUT."""
+        current = self.repository.read(conn, res_type, res_id)
+        if if_match is not None and if_match != current.version:
+            raise precondition_failed(f"{res_type}/{res_id} is at version {current.version}, not {if_match}.")
+        if not isinstance(patch, list):
+            raise invalid("A JSON Patch document is a JSON array of operations (RFC 6902).")
+        try:
+            patched = jsonpatch.apply_patch(current.resource(), patch)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+            raise FhirError("processing", f"The JSON Patch cannot be applied: {exc}") from None
+        if patched.get("resourceType") != res_type or patched.get("id") != res_id:
+            raise invalid("A patch may not change resourceType or id.")
+        validate_resource(patched, res_type)
+        return self.repository.update(conn, res_type, res_id, patched, if_match=current.version, method="PATCH")
+
+    def conditional_patch(
+        self, conn: Connection, res_type: str, query: str, patch: Any, *, if_match: int | None = None
+    ) -> WriteResult:
+        found = self.matches(conn, res_type, parse_query(query))
+        if len(found) != 1:
+            kind = "not-found" if not found else "multiple-matches"
+            raise FhirError(kind, f"A conditional patch needs exactly one match; '{query}' matched {len(found)}.")
+        target = self.repository.load_many(conn, found)[0]
+        return self.patch(conn, res_type, target.res_id, patch, if_match=if_match)
+
+    def delete(self, conn: Connection, res_type: str, res_id: str, *, if_match: int | None = None) -> Version | None:
+        check_id(res_id)
+        return self.repository.delete(conn, res_type, res_id, if_match=if_match)
+
+    def conditional_delete(self, conn: Connection, res_type: str, query: str) -> list[Version]:
+        """``DELETE Type?params`` (R4B §3.1.0.7.1); several matches only when configured, up to a bound."""
+        found = self.matches(conn, res_type, parse_query(query), limit=self.max_delete + 1)
+        if len(found) > 1 and not self.allow_multiple_delete:
+            raise FhirError("multiple-matches", f"The condition '{query}' matches several {res_type}s.")
+        if len(found) > self.max_delete:
+            raise FhirError(
+                "too-costly", f"The condition '{query}' matches more than {self.max_delete} {res_type}s; narrow it."
+            )
+        deleted = []
+        for version in self.repository.load_many(conn, found):
+            tombstone = self.repository.delete(conn, res_type, version.res_id)
+            if tombstone is not None:
+                deleted.append(tombstone)
+        return deleted
+
+    def read(self, conn: Connection, res_type: str, res_id: str) -> Version:
+        return self.repository.read(conn, res_type, res_id)
+
+    def vread(self, conn: Connection, res_type: str, res_id: str, version: int) -> Version:
+        return self.repository.vread(conn, res_type, res_id, version)

@@ -1,0 +1,1 @@
+"""public_health: see DESIGN.md; grows with its issues."""

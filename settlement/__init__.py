@@ -1,0 +1,1 @@
+"""settlement: see DESIGN.md; grows with its issues."""

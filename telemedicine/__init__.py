@@ -1,0 +1,1 @@
+"""telemedicine: see DESIGN.md; grows with its issues."""
