@@ -93,7 +93,25 @@ class Repository:
     # -- reads ---------------------------------------------------------------------------------
 
     def current(self, conn: Connection, res_type: str, res_id: str, *, lock: bool = False) -> Version | None:
-        """The latest version (possibly a tombstone), or None if the resource never existed."""
+        """The latest version (possibly a tombstone), or None if the resource never existed.
+
+        With ``lock`` the resource row is locked first, on its own, so that a writer waiting for a
+        concurrent one re-reads the row it committed (PostgreSQL re-checks a locked row, not a join).
+        """
+        if lock:
+            head = conn.execute(
+                select(resources.c.res_pk, resources.c.version)
+                .where(resources.c.res_type == res_type, resources.c.res_id == res_id)
+                .with_for_update()
+            ).first()
+            if head is None:
+                return None
+            row = conn.execute(
+                select(resource_versions.c.ts, resource_versions.c.method, resource_versions.c.body).where(
+                    resource_versions.c.res_pk == head.res_pk, resource_versions.c.version == head.version
+                )
+            ).one()
+            return Version(res_type, res_id, head.version, row.ts, row.method, _inflate(row.body), head.res_pk)
         query = (
             select(
                 resources.c.res_pk,
@@ -111,8 +129,6 @@ class Repository:
             )
             .where(resources.c.res_type == res_type, resources.c.res_id == res_id)
         )
-        if lock:
-            query = query.with_for_update(of=resources)
         row = conn.execute(query).first()
         if row is None:
             return None

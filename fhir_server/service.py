@@ -108,7 +108,9 @@ class FhirService:
         self, conn: Connection, res_type: str, res_id: str, patch: Any, *, if_match: int | None = None
     ) -> WriteResult:
         """JSON Patch (RFC 6902) on the current version (R4B §3.1.0.6); the result is validated like a PUT."""
-        current = self.repository.read(conn, res_type, res_id)
+        current = self.repository.current(conn, res_type, res_id, lock=True)
+        if current is None:
+            raise FhirError("not-found", f"{res_type}/{res_id} is not known to this server.")
         if if_match is not None and if_match != current.version:
             raise precondition_failed(f"{res_type}/{res_id} is at version {current.version}, not {if_match}.")
         if not isinstance(patch, list):
