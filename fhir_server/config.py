@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     base_url: str | None = None
     """Public base URL of the FHIR endpoint; derived from the request when unset."""
 
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 50 * 1024 * 1024
+    max_bundle_entries: int = 10_000
     default_page_size: int = 20
     max_page_size: int = 1000
     allow_multiple_delete: bool = True

@@ -196,10 +196,12 @@ class Repository:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def create(self, conn: Connection, resource: dict[str, Any], *, res_id: str | None = None) -> WriteResult:
+    def create(
+        self, conn: Connection, resource: dict[str, Any], *, res_id: str | None = None, method: str | None = None
+    ) -> WriteResult:
         """Store a new resource under a server-assigned id (or ``res_id`` for update-as-create)."""
         res_type = resource["resourceType"]
-        method = "POST" if res_id is None else "PUT"
+        method = method or ("POST" if res_id is None else "PUT")
         res_id = res_id or str(uuid.uuid4())
         ts = _now()
         body = _stamp(resource, res_id, 1, ts)

@@ -55,7 +55,7 @@ class FhirService:
         res_type = validate_resource(resource)
         if if_none_exist:
             params = parse_query(if_none_exist)
-            self.repository.lock_condition(conn, f"{res_type}?{if_none_exist}")
+            self.repository.lock_condition(conn, f"{res_type}?{if_none_exist.lstrip('?')}")
             found = self.matches(conn, res_type, params)
             if len(found) > 1:
                 raise FhirError("multiple-matches", f"If-None-Exist '{if_none_exist}' matches several {res_type}s.")

@@ -25,6 +25,7 @@ from fhir_server.api.shaping import select_elements, summarise
 from fhir_server.errors import FhirError, Issue, invalid, not_found, operation_outcome
 from fhir_server.repository import Version
 from fhir_server.search.values import date_range
+from fhir_server.transactions import BundleProcessor
 from fhir_server.validation import parse_json
 
 if TYPE_CHECKING:
@@ -98,6 +99,20 @@ def router(ctx: Context) -> APIRouter:
         if not isinstance(body, dict):
             raise FhirError("structure", "The body must be a JSON object holding one FHIR resource.")
         return body
+
+    bundles = BundleProcessor(service, max_entries=ctx.settings.max_bundle_entries)
+
+    @api.post("")
+    @api.post("/")
+    async def transaction_or_batch(request: Request) -> Response:
+        """``POST [base]`` with a transaction or batch Bundle (R4B §3.1.0.11)."""
+        check_accept(request)
+        bundle = await resource_body(request, *_RESOURCE_BODY)
+        kind = bundles.check(bundle)
+        prefer = prefer_return(request)
+        process = bundles.transaction if kind == "transaction" else bundles.batch
+        result = await ctx.run(lambda conn: process(conn, bundle, prefer=prefer))
+        return Response(dump(result, request), media_type=FHIR_JSON)
 
     @api.get("/metadata")
     async def metadata(request: Request) -> Response:
