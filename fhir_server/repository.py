@@ -214,6 +214,45 @@ class Repository:
         self._write_index(conn, res_pk, res_type, resource, replace=False)
         return WriteResult(Version(res_type, res_id, 1, ts, method, body, res_pk), created=True)
 
+    def create_many(self, conn: Connection, items: list[tuple[dict[str, Any], str]]) -> list[Version]:
+        """Bulk create of new resources ``(resource, id)``: one statement per table, not per resource."""
+        if not items:
+            return []
+        ts = _now()
+        rows = [
+            {"res_type": r["resourceType"], "res_id": res_id, "version": 1, "ts": ts, "deleted": False}
+            for r, res_id in items
+        ]
+        pks = (
+            conn.execute(insert(resources).returning(resources.c.res_pk, sort_by_parameter_order=True), rows)
+            .scalars()
+            .all()
+        )
+        versions, index_batches = [], {}
+        version_rows = []
+        for (resource, res_id), res_pk in zip(items, pks, strict=True):
+            res_type = resource["resourceType"]
+            body = _stamp(resource, res_id, 1, ts)
+            versions.append(Version(res_type, res_id, 1, ts, "POST", body, res_pk))
+            version_rows.append(
+                {
+                    "res_pk": res_pk,
+                    "version": 1,
+                    "res_type": res_type,
+                    "ts": ts,
+                    "method": "POST",
+                    "body": _deflate(body),
+                }
+            )
+            for param_type, index in index_rows(self.registry, res_type, resource).items():
+                index_batches.setdefault(param_type, []).extend(
+                    {"res_pk": res_pk, "res_type": res_type, **row} for row in index
+                )
+        conn.execute(insert(resource_versions), version_rows)
+        for param_type, batch in index_batches.items():
+            conn.execute(insert(INDEX_TABLES[param_type]), batch)
+        return versions
+
     def update(
         self,
         conn: Connection,

@@ -1,8 +1,9 @@
-"""Values of a search parameter in a resource: compiled FHIRPath for the common forms, fhirpathpy otherwise.
+"""Values of a search parameter in a resource: a compiled FHIRPath subset, fhirpathpy for the rest.
 
-The official expressions are mostly plain paths, ``|`` unions, ``.where(resolve() is X)``,
-``as X``/``.as(X)``/``.ofType(X)`` and ``.where(field='value')``; these compile to direct walks over
-the JSON. Anything else is evaluated by fhirpathpy (FHIRPath N1 §5).
+The official R4B expressions are mostly paths with ``|`` unions, ``.where(resolve() is X)``,
+``as X``/``.as(X)``/``.ofType(X)``, ``.where(field='value')``, ``.extension('url')`` and indexers; these
+compile to direct walks over the JSON (FHIRPath N1 §5–6). Anything else is evaluated by fhirpathpy on the
+expression rewritten by :func:`fhirpath_form`, which spells what fhirpathpy cannot evaluate as written.
 """
 
 from __future__ import annotations
@@ -13,89 +14,293 @@ from functools import cache
 from typing import Any
 
 import fhirpathpy
+import orjson
 from fhirpathpy.models import models as fhirpath_models
 
-Extractor = Callable[[dict[str, Any]], list[Any]]
+from fhir_server import definitions
 
-_NAME = r"[A-Za-z][A-Za-z0-9]*"
-_PATH = rf"{_NAME}(?:\.{_NAME})+"
-_FORMS = [
-    (re.compile(rf"^(?P<path>{_PATH})$"), "path"),
-    (re.compile(rf"^(?P<path>{_PATH})\.where\(resolve\(\) is (?P<arg>{_NAME})\)$"), "resolve"),
-    (re.compile(rf"^\((?P<path>{_PATH}) as (?P<arg>{_NAME})\)$"), "as"),
-    (re.compile(rf"^(?P<path>{_PATH}) as (?P<arg>{_NAME})$"), "as"),
-    (re.compile(rf"^\(?(?P<path>{_PATH})\.as\((?P<arg>{_NAME})\)\)?$"), "as"),
-    (re.compile(rf"^(?P<path>{_PATH})\.ofType\((?P<arg>{_NAME})\)$"), "as"),
-    (re.compile(rf"^(?P<path>{_PATH})\.where\((?P<field>{_NAME})='(?P<arg>[^']*)'\)$"), "where"),
-]
-_UNION = re.compile(r"\s+\|\s+")
+Extractor = Callable[[Any, dict[str, Any]], list[Any]]
+"""``extractor(focus, resource)``: the values reached from ``focus``; ``resource`` is ``%resource``."""
+
+Step = Callable[[list[Any], dict[str, Any]], list[Any]]
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<name>%?[A-Za-z_][A-Za-z0-9_]*)|(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>\d+)|(?P<op>[.()\[\]|=]))"
+)
 
 
-def _step(nodes: list[Any], name: str) -> list[Any]:
-    out: list[Any] = []
-    for node in nodes:
-        if not isinstance(node, dict):
-            continue
-        if name in node:
-            value = node[name]
+class Unsupported(Exception):
+    """The expression uses FHIRPath beyond the compiled subset."""
+
+
+# R4B data types (§2.24): the suffixes of choice elements (``value[x]`` → ``valueQuantity``).
+_TYPE_SUFFIXES = frozenset({
+    "Address", "Age", "Annotation", "Attachment", "Base64Binary", "Boolean", "Canonical", "Code", "CodeableConcept",
+    "CodeableReference", "Coding", "ContactDetail", "ContactPoint", "Contributor", "Count", "DataRequirement",
+    "Date", "DateTime", "Decimal", "Distance", "Dosage", "Duration", "Expression", "HumanName", "Id", "Identifier",
+    "Instant", "Integer", "Integer64", "Markdown", "Meta", "Money", "Oid", "ParameterDefinition", "Period",
+    "PositiveInt", "Quantity", "Range", "Ratio", "RatioRange", "Reference", "RelatedArtifact", "SampledData",
+    "Signature", "String", "Time", "Timing", "TriggerDefinition", "UnsignedInt", "Uri", "Url", "UsageContext",
+    "Uuid",
+})  # fmt: skip
+
+
+def _children(node: Any, name: str) -> list[Any]:
+    if not isinstance(node, dict):
+        return []
+    if name in node:
+        value = node[name]
+    else:
+        value = [v for k, v in node.items() if k.startswith(name) and k[len(name) :] in _TYPE_SUFFIXES]
+        if not value:
+            return []
+        value = value[0] if len(value) == 1 else value
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _typed_children(node: Any, name: str, type_name: str) -> list[Any]:
+    """``name.ofType(T)``: the choice variant ``nameT``, or children of ``name`` that are resources of type T."""
+    if not isinstance(node, dict):
+        return []
+    key = name + type_name[:1].upper() + type_name[1:]
+    if key in node:
+        value = node[key]
+        return list(value) if isinstance(value, list) else [value]
+    if type_name in definitions.resource_types():
+        return [v for v in _children(node, name) if isinstance(v, dict) and v.get("resourceType") == type_name]
+    return []
+
+
+def reference_type(reference: Any) -> str | None:
+    """The resource type a Reference points at, from its literal reference or its ``type``."""
+    if not isinstance(reference, dict):
+        return None
+    literal = reference.get("reference")
+    if isinstance(literal, str):
+        parts = literal.split("?")[0].split("/")
+        if len(parts) >= 4 and parts[-2] == "_history":
+            parts = parts[:-2]
+        if len(parts) >= 2 and parts[-2][:1].isupper():
+            return parts[-2]
+        return None
+    kind = reference.get("type")
+    return kind if isinstance(kind, str) else None
+
+
+class _Parser:
+    """Recursive descent over the compiled subset; raises :class:`Unsupported` on anything else."""
+
+    def __init__(self, text: str, *, relative: bool) -> None:
+        self.tokens: list[tuple[str, str]] = []
+        position = 0
+        text = text.strip()
+        while position < len(text):
+            match = _TOKEN.match(text, position)
+            if not match or match.end() == position:
+                raise Unsupported(text[position:])
+            kind = match.lastgroup or "op"
+            self.tokens.append((kind, match.group(kind)))
+            position = match.end()
+        self.index = 0
+        self.relative = relative
+
+    def peek(self, offset: int = 0) -> tuple[str, str] | None:
+        at = self.index + offset
+        return self.tokens[at] if at < len(self.tokens) else None
+
+    def take(self, kind: str, value: str | None = None) -> str:
+        token = self.peek()
+        if token is None or token[0] != kind or (value is not None and token[1] != value):
+            raise Unsupported(str(token))
+        self.index += 1
+        return token[1]
+
+    def at(self, kind: str, value: str | None = None) -> bool:
+        token = self.peek()
+        return token is not None and token[0] == kind and (value is None or token[1] == value)
+
+    def parse(self) -> Step:
+        step = self.union()
+        if self.peek() is not None:
+            raise Unsupported(str(self.peek()))
+        return step
+
+    def union(self) -> Step:
+        terms = [self.term()]
+        while self.at("op", "|"):
+            self.take("op")
+            terms.append(self.term())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda nodes, resource: _distinct([v for term in terms for v in term(nodes, resource)])
+
+    def term(self) -> Step:
+        steps: list[Step] = []
+        pending: str | None = None  # a child name whose step waits for a following as()/ofType()
+        if self.at("op", "("):
+            self.take("op")
+            inner = self.parenthesised()
+            self.take("op", ")")
+            steps.append(inner)
         else:
-            # A choice element (value[x]) named without its type: take whichever variant is present.
-            value = [v for k, v in node.items() if k.startswith(name) and len(k) > len(name) and k[len(name)].isupper()]
-            value = value[0] if len(value) == 1 else value
-            if value == []:
+            name = self.take("name")
+            if name == "%resource":
+                steps.append(lambda _nodes, resource: [resource])
+            elif self.relative:
+                pending = name
+            elif name in ("Resource", "DomainResource"):
+                steps.append(lambda nodes, _resource: [n for n in nodes if isinstance(n, dict)])
+            elif name in definitions.resource_types():
+                steps.append(
+                    lambda nodes, _r, t=name: [n for n in nodes if isinstance(n, dict) and n.get("resourceType") == t]
+                )
+            else:
+                raise Unsupported(name)
+        while self.at("op", ".") or self.at("op", "["):
+            if self.at("op", "["):
+                self.take("op")
+                position = int(self.take("number"))
+                self.take("op", "]")
+                steps.extend(self.flush(pending))
+                pending = None
+                steps.append(lambda nodes, _r, i=position: nodes[i : i + 1])
                 continue
-        if isinstance(value, list):
-            out.extend(value)
-        else:
+            self.take("op")
+            name = self.take("name")
+            if not self.at("op", "("):
+                steps.extend(self.flush(pending))
+                pending = name
+                continue
+            self.take("op")
+            if name in ("as", "ofType"):
+                type_name = self.take("name")
+                self.take("op", ")")
+                if pending is None:
+                    raise Unsupported(f"{name}() without a child element")
+                steps.append(
+                    lambda nodes, _r, n=pending, t=type_name: [c for x in nodes for c in _typed_children(x, n, t)]
+                )
+                pending = None
+                continue
+            steps.extend(self.flush(pending))
+            pending = None
+            if name == "where":
+                steps.append(self.condition())
+            elif name == "extension":
+                url = _unquote(self.take("string"))
+                steps.append(
+                    lambda nodes, _r, u=url: [
+                        e for x in nodes for e in _children(x, "extension") if isinstance(e, dict) and e.get("url") == u
+                    ]
+                )
+            else:
+                raise Unsupported(name)
+            self.take("op", ")")
+        if self.at("name", "as"):
+            self.take("name")
+            type_name = self.take("name")
+            if pending is None:
+                raise Unsupported("as without a child element")
+            steps.append(lambda nodes, _r, n=pending, t=type_name: [c for x in nodes for c in _typed_children(x, n, t)])
+            pending = None
+        steps.extend(self.flush(pending))
+        return _chain(steps)
+
+    def parenthesised(self) -> Step:
+        step = self.union()
+        return step
+
+    @staticmethod
+    def flush(pending: str | None) -> list[Step]:
+        if pending is None:
+            return []
+        return [lambda nodes, _r, n=pending: [c for x in nodes for c in _children(x, n)]]
+
+    def condition(self) -> Step:
+        if self.at("name", "resolve"):
+            self.take("name")
+            self.take("op", "(")
+            self.take("op", ")")
+            self.take("name", "is")
+            type_name = self.take("name")
+            return lambda nodes, _r, t=type_name: [n for n in nodes if reference_type(n) == t]
+        field = self.take("name")
+        if self.at("op", "="):
+            self.take("op")
+            expected = _unquote(self.take("string"))
+            return lambda nodes, _r, f=field, v=expected: [n for n in nodes if v in _children(n, f)]
+        if self.at("op", ".") and self.peek(1) == ("name", "exists"):
+            self.take("op")
+            self.take("name")
+            self.take("op", "(")
+            self.take("op", ")")
+            return lambda nodes, _r, f=field: [n for n in nodes if _children(n, f)]
+        raise Unsupported(f"where({field} …)")
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """``|`` is a union without duplicates (FHIRPath N1 §6.5)."""
+    seen: set[bytes] = set()
+    out = []
+    for value in values:
+        key = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        if key not in seen:
+            seen.add(key)
             out.append(value)
     return out
 
 
-def _walk(resource: dict[str, Any], steps: tuple[str, ...]) -> list[Any]:
-    nodes: list[Any] = [resource]
-    for name in steps:
-        nodes = _step(nodes, name)
-        if not nodes:
-            break
-    return nodes
+def _unquote(literal: str) -> str:
+    return literal[1:-1].replace("\\'", "'").replace("\\\\", "\\")
 
 
-def _reference_type(reference: Any) -> str | None:
-    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
-        return None
-    parts = reference["reference"].split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        return parts[-4]
-    return parts[-2] if len(parts) >= 2 else None
+def _chain(steps: list[Step]) -> Step:
+    def run(nodes: list[Any], resource: dict[str, Any]) -> list[Any]:
+        for step in steps:
+            if not nodes:
+                return []
+            nodes = step(nodes, resource)
+        return nodes
+
+    return run
 
 
-def _compile_part(part: str) -> Extractor | None:
-    for pattern, form in _FORMS:
-        match = pattern.match(part)
-        if not match:
-            continue
-        steps = tuple(match["path"].split(".")[1:])
-        if form == "path":
-            return lambda r, s=steps: _walk(r, s)
-        if form == "resolve":
-            return lambda r, s=steps, t=match["arg"]: [v for v in _walk(r, s) if _reference_type(v) == t]
-        if form == "as":
-            typed = (*steps[:-1], steps[-1] + match["arg"][0].upper() + match["arg"][1:])
-            return lambda r, s=typed: _walk(r, s)
-        if form == "where":
-            return lambda r, s=steps, f=match["field"], v=match["arg"]: [
-                n for n in _walk(r, s) if isinstance(n, dict) and n.get(f) == v
-            ]
-    return None
+# -- fhirpathpy ---------------------------------------------------------------------------------
+
+_AS_PARENS = re.compile(r"\((?P<path>[A-Za-z%][\w.%]*) as (?P<type>\w+)\)")
+_AS_BARE = re.compile(r"^(?P<path>[A-Za-z%][\w.%]*) as (?P<type>\w+)$")
+_AS_CALL = re.compile(r"\.as\((?P<type>\w+)\)")
+_RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (?P<type>\w+)\)")
+_UNION = re.compile(r"\s+\|\s+")
+
+
+def fhirpath_form(expression: str, resource_type: str | None = None) -> str:
+    """The expression as fhirpathpy can evaluate it; each rewrite keeps the official meaning.
+
+    * ``X as T`` and ``X.as(T)`` become ``X.ofType(T)``: R4B applies ``as`` to collections (``useContext.value``),
+      which FHIRPath N1 §6.3 makes an error and fhirpathpy enforces.
+    * ``.where(resolve() is T)`` becomes a test of the literal reference: fhirpathpy has no resolver.
+    * ``Resource.x`` / ``DomainResource.x`` become ``T.x``: fhirpathpy does not match an abstract type name.
+    """
+    parts = []
+    for part in _UNION.split(expression.strip()):
+        part = _AS_PARENS.sub(r"\g<path>.ofType(\g<type>)", part)
+        part = _AS_BARE.sub(r"\g<path>.ofType(\g<type>)", part)
+        part = _AS_CALL.sub(r".ofType(\g<type>)", part)
+        part = _RESOLVE_IS.sub(r".where(reference.matches('(^|/)\g<type>/[^/]+(/_history/[^/]+)?$'))", part)
+        if resource_type:
+            part = re.sub(r"^(\(?)(Resource|DomainResource)\.", rf"\g<1>{resource_type}.", part)
+        parts.append(part)
+    return " | ".join(parts)
 
 
 def _fhirpath_extractor(expression: str) -> Extractor:
     # fhirpathpy ships no R4B model; R4's type hierarchy is the same for what search expressions use.
     compiled = fhirpathpy.compile(expression, model=fhirpath_models["r4"])
 
-    def extract(resource: dict[str, Any]) -> list[Any]:
+    def extract(focus: Any, resource: dict[str, Any]) -> list[Any]:
         try:
-            return [v for v in compiled(resource) if v is not None]
+            return [v for v in compiled(focus, {"resource": resource}) if v is not None]
         except Exception:  # an expression that does not apply to this resource yields nothing
             return []
 
@@ -103,21 +308,23 @@ def _fhirpath_extractor(expression: str) -> Extractor:
 
 
 @cache
-def compile_expression(expression: str) -> tuple[Extractor, bool]:
-    """Compile an expression; the flag says whether every part compiled to a direct walk."""
-    parts = _UNION.split(expression.strip())
-    compiled = [_compile_part(p) for p in parts]
-    if all(c is not None for c in compiled):
-        if len(compiled) == 1:
-            return compiled[0], True
-        return (lambda r: [v for c in compiled for v in c(r)]), True
-    return _fhirpath_extractor(expression), False
+def compile_expression(expression: str, *, relative: bool = False) -> tuple[Extractor, bool]:
+    """Compile an expression; the flag says whether it compiled to a direct walk (else fhirpathpy runs it).
+
+    ``relative`` expressions (composite components) start at the focus instead of naming a type.
+    """
+    try:
+        step = _Parser(expression, relative=relative).parse()
+    except (Unsupported, ValueError):
+        return _fhirpath_extractor(fhirpath_form(expression)), False
+    return (lambda focus, resource: step([focus], resource)), True
 
 
 def extract(resource: dict[str, Any], expression: str) -> list[Any]:
-    return compile_expression(expression)[0](resource)
+    """The values of ``expression`` in ``resource`` (compiled walk or fhirpathpy)."""
+    return compile_expression(expression)[0](resource, resource)
 
 
 def extract_with_fhirpath(resource: dict[str, Any], expression: str) -> list[Any]:
-    """The reference evaluation, used to check the compiled walks."""
-    return _fhirpath_extractor(expression)(resource)
+    """The reference evaluation by fhirpathpy, used to check the compiled walks."""
+    return _fhirpath_extractor(fhirpath_form(expression, resource.get("resourceType")))(resource, resource)

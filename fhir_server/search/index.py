@@ -1,201 +1,254 @@
-"""Index rows of a resource: each search parameter's values turned into rows of its type's table."""
+"""Index rows of a resource: each search parameter's values turned into rows of its type's table (R4B §3.1.1.4).
+
+Rows of a composite parameter's components go to the component types' tables under ``code$i`` with a
+group number tying the components of one element together; Location ``near`` fills the coordinates table.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from fhir_server.search.extract import extract
+from fhir_server.search import pinyin
+from fhir_server.search.extract import compile_expression, extract
 from fhir_server.search.parameters import Registry, SearchParam
 from fhir_server.search.values import date_range, fold
 
 Row = dict[str, Any]
-_MAX_TEXT = 2000
+Converter = Callable[[Any], Iterator[tuple[str, Row]]]
+"""A value of the parameter → (table type, row) pairs; a reference also yields token rows for ``:identifier``."""
+
+MAX_TEXT = 2000
+UNBOUNDED_LOW = -(2**62)
+UNBOUNDED_HIGH = 2**62
+IDENTIFIER_SUFFIX = ":identifier"
+"""Token rows of ``Reference.identifier`` are stored under ``<param>:identifier``."""
+OF_TYPE = "of-type"
+"""``text`` marker of the token rows that serve ``:of-type`` (code ``TYPECODE|value``)."""
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
-_UNBOUNDED_LOW = -(2**62)
-_UNBOUNDED_HIGH = 2**62
+_GROUPED = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
 
 
 def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any]) -> dict[str, list[Row]]:
-    """All index rows of a resource, grouped by parameter type (the table they go to)."""
+    """All index rows of a resource, grouped by the table type they go to (keys of ``INDEX_TABLES``)."""
     rows: dict[str, list[Row]] = {}
+    seen: set[tuple] = set()
+
+    def emit(table: str, param: str, row: Row, group: int | None = None) -> None:
+        full = {"param": param, **row}
+        if table in _GROUPED:
+            full["grp"] = group
+        key = (table, *sorted(full.items()))
+        if key not in seen:
+            seen.add(key)
+            rows.setdefault(table, []).append(full)
+
     for param in registry.for_type(resource_type).values():
-        if param.type in ("composite", "special") or param.code in ("_id", "_lastUpdated"):
+        if param.code in ("_id", "_lastUpdated"):
+            continue  # served by the resources table
+        if param.type == "composite":
+            _composite(resource, param, emit)
             continue
-        convert = _CONVERTERS.get(param.type)
+        values = extract(resource, param.expression)
+        if param.index_function == "pinyin":
+            for value in values:
+                for form in pinyin.name_forms(value):
+                    emit("string", param.code, {"norm": form[:MAX_TEXT], "exact": form[:MAX_TEXT]})
+            continue
+        convert = CONVERTERS.get(param.type)
         if convert is None:
             continue
-        seen: set[tuple] = set()
-        for value in extract(resource, param.expression):
-            for row in convert(value, param):
-                key = tuple(sorted(row.items()))
-                if key not in seen:
-                    seen.add(key)
-                    rows.setdefault(param.type, []).append({"param": param.code, **row})
+        for value in values:
+            for table, row in convert(value):
+                emit(
+                    table,
+                    param.code if table == param.type or table == "coords" else param.code + IDENTIFIER_SUFFIX,
+                    row,
+                )
     return rows
+
+
+def _composite(resource: dict[str, Any], param: SearchParam, emit: Callable[..., None]) -> None:
+    """Rows of each component under ``code$i``, for the elements where every component has a value."""
+    for group, focus in enumerate(extract(resource, param.expression)):
+        parts = []
+        for component in param.components:
+            convert = CONVERTERS.get(component.type)
+            extractor = compile_expression(component.expression, relative=True)[0]
+            values = extractor(focus, resource) if convert else []
+            parts.append([(t, row) for value in values for t, row in convert(value) if t == component.type])
+        if all(parts):
+            for position, rows in enumerate(parts):
+                for table, row in rows:
+                    emit(table, f"{param.code}${position}", row, group)
 
 
 def _text(value: Any) -> str | None:
-    return value[:_MAX_TEXT] if isinstance(value, str) and value else None
+    return value[:MAX_TEXT] if isinstance(value, str) and value else None
 
 
-def _token(value: Any, _param: SearchParam) -> list[Row]:
+def _folded(value: Any) -> str | None:
+    return fold(value)[:MAX_TEXT] if isinstance(value, str) and value.strip() else None
+
+
+def token_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    """Coding, CodeableConcept, Identifier, ContactPoint, code, boolean, string (R4B §3.1.1.4.10)."""
     if isinstance(value, bool):
-        return [{"system": None, "code": "true" if value else "false", "text": None}]
-    if isinstance(value, str | int | Decimal):
-        return [{"system": None, "code": _text(str(value)), "text": None}]
-    if not isinstance(value, dict):
-        return []
-    if "coding" in value or ("text" in value and "code" not in value and "value" not in value):
-        rows = []
+        yield "token", {"system": None, "code": "true" if value else "false", "text": None}
+    elif isinstance(value, str | int | float | Decimal):
+        if str(value):
+            yield "token", {"system": None, "code": _text(str(value)), "text": None}
+    elif not isinstance(value, dict):
+        return
+    elif "coding" in value or ("text" in value and not {"code", "value", "system"} & value.keys()):
         for coding in value.get("coding") or []:
-            rows.extend(_token(coding, _param))
-        if value.get("text"):
-            rows.append({"system": None, "code": None, "text": fold(value["text"])[:_MAX_TEXT]})
-        return rows
-    if "value" in value:  # Identifier or ContactPoint
-        type_text = (value.get("type") or {}).get("text") if isinstance(value.get("type"), dict) else None
-        rows = [
+            yield from token_rows(coding)
+        if _folded(value.get("text")):
+            yield "token", {"system": None, "code": None, "text": _folded(value["text"])}
+    elif "value" in value:  # Identifier or ContactPoint
+        kind = value.get("type") if isinstance(value.get("type"), dict) else {}
+        yield (
+            "token",
             {
                 "system": _text(value.get("system")),
                 "code": _text(str(value["value"])),
-                "text": fold(type_text)[:_MAX_TEXT] if type_text else None,
-            }
-        ]
-        for coding in (value.get("type") or {}).get("coding") or [] if isinstance(value.get("type"), dict) else []:
-            rows.append(
-                {
-                    "system": _text(coding.get("system")),
-                    "code": _text(f"{coding.get('code')}|{value['value']}"),
-                    "text": "of-type",
-                }
-            )
-        return rows
-    if "code" in value or "system" in value:
-        display = value.get("display")
-        return [
+                "text": _folded(kind.get("text")),
+            },
+        )
+        for coding in kind.get("coding") or []:
+            if isinstance(coding, dict) and coding.get("code"):
+                row = {"system": _text(coding.get("system")), "code": _text(f"{coding['code']}|{value['value']}")}
+                yield "token", {**row, "text": OF_TYPE}
+    elif "code" in value or "system" in value:
+        yield (
+            "token",
             {
                 "system": _text(value.get("system")),
                 "code": _text(value.get("code")),
-                "text": fold(display)[:_MAX_TEXT] if isinstance(display, str) else None,
-            }
-        ]
-    return []
+                "text": _folded(value.get("display")),
+            },
+        )
 
 
-def _string(value: Any, _param: SearchParam) -> list[Row]:
+def string_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    """A string, or the parts of a HumanName or Address (R4B §3.1.1.4.9); 张三 is also indexed whole."""
     if isinstance(value, str):
-        return [{"norm": fold(value)[:_MAX_TEXT], "exact": value[:_MAX_TEXT]}] if value else []
+        if value.strip():
+            yield "string", {"norm": fold(value)[:MAX_TEXT], "exact": value[:MAX_TEXT]}
+        return
     if not isinstance(value, dict):
-        return []
-    parts = _NAME_PARTS if any(k in value for k in ("family", "given")) else _ADDRESS_PARTS
-    rows = []
-    for key in parts:
+        return
+    is_name = bool({"family", "given"} & value.keys())
+    for key in _NAME_PARTS if is_name else _ADDRESS_PARTS:
         item = value.get(key)
         for text in item if isinstance(item, list) else [item]:
-            if isinstance(text, str) and text:
-                rows.append({"norm": fold(text)[:_MAX_TEXT], "exact": text[:_MAX_TEXT]})
+            if isinstance(text, str):
+                yield from string_rows(text)
     family = value.get("family")
-    if parts is _NAME_PARTS and isinstance(family, str) and family and _is_cjk(family[0]) and value.get("given"):
-        # Chinese names are written family-first without a space: index "张三" as well as "张" and "三".
-        whole = value["family"] + "".join(g for g in value["given"] if isinstance(g, str))
-        rows.append({"norm": fold(whole)[:_MAX_TEXT], "exact": whole[:_MAX_TEXT]})
-    return rows
+    if is_name and isinstance(family, str) and family and pinyin.is_cjk(family[0]) and value.get("given"):
+        yield from string_rows(family + "".join(g for g in value["given"] if isinstance(g, str)))
 
 
-def _is_cjk(char: str) -> bool:
-    return "\u3400" <= char <= "\u9fff" or "\U00020000" <= char <= "\U0002ffff"
+def _span(value: Any) -> tuple[int, int] | None:
+    return date_range(value) if isinstance(value, str) else None
 
 
-def _date(value: Any, _param: SearchParam) -> list[Row]:
+def date_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    """date, dateTime, instant, Period (open ends unbounded), Timing events and bounds (R4B §3.1.1.4.3)."""
     if isinstance(value, str):
-        span = date_range(value)
-        return [{"low": span[0], "high": span[1]}] if span else []
+        span = _span(value)
+        if span:
+            yield "date", {"low": span[0], "high": span[1]}
+        return
     if not isinstance(value, dict):
-        return []
-    if "start" in value or "end" in value:  # Period: an open end is unbounded
-        low = (
-            date_range(value["start"])[0]
-            if isinstance(value.get("start"), str) and date_range(value["start"])
-            else _UNBOUNDED_LOW
-        )
-        high = (
-            date_range(value["end"])[1]
-            if isinstance(value.get("end"), str) and date_range(value["end"])
-            else _UNBOUNDED_HIGH
-        )
-        return [{"low": low, "high": high}]
-    rows = []
-    for event in value.get("event") or []:  # Timing
-        rows.extend(_date(event, _param))
+        return
+    if "start" in value or "end" in value:
+        start, end = _span(value.get("start")), _span(value.get("end"))
+        if start or end:
+            yield "date", {"low": start[0] if start else UNBOUNDED_LOW, "high": end[1] if end else UNBOUNDED_HIGH}
+        return
+    for event in value.get("event") or []:
+        yield from date_rows(event)
     bounds = (value.get("repeat") or {}).get("boundsPeriod")
     if bounds:
-        rows.extend(_date(bounds, _param))
-    return rows
+        yield from date_rows(bounds)
 
 
-def _number_range(value: Any) -> tuple[float, float] | None:
+def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return None
-    number = float(value)
-    return number, number
+    return float(value)
 
 
-def _number(value: Any, _param: SearchParam) -> list[Row]:
-    span = _number_range(value)
-    return [{"low": span[0], "high": span[1]}] if span else []
+def number_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    number = _number(value)
+    if number is not None:
+        yield "number", {"low": number, "high": number}
 
 
-def _quantity(value: Any, _param: SearchParam) -> list[Row]:
+def quantity_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    """Quantity (and Age, Duration, …), Money (code = currency) and Range (R4B §3.1.1.4.6)."""
     if not isinstance(value, dict):
-        return []
-    if "low" in value or "high" in value:  # Range
-        low = _number_range((value.get("low") or {}).get("value"))
-        high = _number_range((value.get("high") or {}).get("value"))
-        unit = value.get("low") or value.get("high") or {}
-        return [
+        return
+    if "low" in value or "high" in value:
+        low, high = value.get("low") or {}, value.get("high") or {}
+        low_value, high_value = _number(low.get("value")), _number(high.get("value"))
+        if low_value is None and high_value is None:
+            return
+        unit = low if low_value is not None else high
+        yield (
+            "quantity",
             {
                 "system": _text(unit.get("system")),
                 "code": _text(unit.get("code") or unit.get("unit")),
-                "low": low[0] if low else float("-inf"),
-                "high": high[1] if high else float("inf"),
-            }
-        ]
-    span = _number_range(value.get("value"))
-    if span is None:
-        return []
-    code = value.get("code") or value.get("currency") or value.get("unit")
-    return [{"system": _text(value.get("system")), "code": _text(code), "low": span[0], "high": span[1]}]
+                "low": low_value if low_value is not None else float("-inf"),
+                "high": high_value if high_value is not None else float("inf"),
+            },
+        )
+        return
+    number = _number(value.get("value"))
+    if number is None:
+        return
+    if "currency" in value:
+        system, code = "urn:iso:std:iso:4217", value["currency"]
+    else:
+        system, code = value.get("system"), value.get("code") or value.get("unit")
+    yield "quantity", {"system": _text(system), "code": _text(code), "low": number, "high": number}
 
 
-def _uri(value: Any, _param: SearchParam) -> list[Row]:
-    return [{"uri": value[:_MAX_TEXT]}] if isinstance(value, str) and value else []
+def uri_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    if isinstance(value, str) and value:
+        yield "uri", {"uri": value[:MAX_TEXT]}
 
 
-def _reference(value: Any, _param: SearchParam) -> list[Row]:
-    if isinstance(value, str):  # canonical
-        return [{"target_type": None, "target_id": None, "url": value[:_MAX_TEXT]}]
+def reference_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    """Reference (literal, absolute, logical by identifier) or canonical (R4B §3.1.1.4.8)."""
+    if isinstance(value, str):
+        if value:
+            yield "reference", {"target_type": None, "target_id": None, "url": value[:MAX_TEXT]}
+            if "|" in value:
+                yield "reference", {"target_type": None, "target_id": None, "url": value.split("|", 1)[0][:MAX_TEXT]}
+        return
     if not isinstance(value, dict):
-        return []
-    reference = value.get("reference")
-    rows = []
-    if isinstance(reference, str) and reference and not reference.startswith("#"):
-        target_type, target_id = split_reference(reference)
-        if target_type is not None and "://" not in reference:
-            rows.append({"target_type": target_type, "target_id": target_id, "url": None})
-        else:
-            rows.append({"target_type": target_type, "target_id": target_id, "url": reference[:_MAX_TEXT]})
+        return
+    literal = value.get("reference")
+    if isinstance(literal, str) and literal and not literal.startswith("#"):
+        target_type, target_id = split_reference(literal)
+        url = literal[:MAX_TEXT] if target_type is None or "://" in literal or literal.startswith("urn:") else None
+        yield "reference", {"target_type": target_type, "target_id": target_id, "url": url}
     identifier = value.get("identifier")
     if isinstance(identifier, dict) and identifier.get("value"):
-        rows.append(
-            {
-                "target_type": None,
-                "target_id": None,
-                "url": f"identifier:{identifier.get('system') or ''}|{identifier['value']}"[:_MAX_TEXT],
-            }
-        )
-    return rows
+        yield from token_rows(identifier)
+
+
+def coords_rows(value: Any) -> Iterator[tuple[str, Row]]:
+    """Location.position for ``near`` (R4B §3.1.1.4.14)."""
+    if isinstance(value, dict):
+        latitude, longitude = _number(value.get("latitude")), _number(value.get("longitude"))
+        if latitude is not None and longitude is not None:
+            yield "coords", {"latitude": latitude, "longitude": longitude}
 
 
 def split_reference(reference: str) -> tuple[str | None, str | None]:
@@ -203,17 +256,18 @@ def split_reference(reference: str) -> tuple[str | None, str | None]:
     parts = reference.split("?")[0].split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
-    if len(parts) >= 2 and parts[-2][:1].isupper():
-        return parts[-2], parts[-1][:64]
+    if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1]:
+        return parts[-2][:64], parts[-1][:64]
     return None, None
 
 
-_CONVERTERS = {
-    "token": _token,
-    "string": _string,
-    "date": _date,
-    "number": _number,
-    "quantity": _quantity,
-    "uri": _uri,
-    "reference": _reference,
+CONVERTERS: dict[str, Converter] = {
+    "token": token_rows,
+    "string": string_rows,
+    "date": date_rows,
+    "number": number_rows,
+    "quantity": quantity_rows,
+    "uri": uri_rows,
+    "reference": reference_rows,
+    "special": coords_rows,
 }

@@ -1,165 +1,191 @@
-"""Search: parse the query into typed criteria, then build SQL from one predicate builder per parameter type.
+"""Run a typed search request: filter in SQL, sort by any parameters, page by keyset cursor, count.
 
-R4B §3.1.1 Search. Criteria on one parameter joined by comma are ORed; repeated parameters are ANDed.
+R4B §3.1.1.5 (result parameters). Pages are cut by a cursor holding the last row's sort keys and ``res_pk``,
+never by OFFSET, so rows inserted or deleted between page fetches neither repeat nor skip other rows.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, exists, false, or_, select
+from sqlalchemy import Connection, Select, and_, false, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.errors import FhirError
-from fhir_server.search.parameters import Registry, SearchParam
-from fhir_server.search.values import fold
-from fhir_server.storage.tables import reference_index, resources, string_index, token_index
+from fhir_server.search.parameters import Registry
+from fhir_server.search.predicates import PredicateBuilder, Target
+from fhir_server.search.request import Clause, SearchRequest, SortKey, parse_request
+from fhir_server.storage.tables import INDEX_TABLES, resources
 
-RESULT_PARAMETERS = frozenset(
-    {
-        "_count",
-        "_sort",
-        "_include",
-        "_revinclude",
-        "_summary",
-        "_total",
-        "_elements",
-        "_contained",
-        "_containedType",
-        "_format",
-        "_pretty",
-        "_cursor",
-    }
+SUPPORTED_TYPES = frozenset(
+    {"token", "string", "reference", "date", "number", "quantity", "uri", "composite", "special"}
 )
 
 
 @dataclass(frozen=True)
-class Criterion:
-    """One ``name[:modifier]=v1,v2`` of a query, resolved against its parameter definition."""
+class Hit:
+    """One matched (or included) resource of a page."""
 
-    param: SearchParam | None
-    name: str
-    modifier: str | None
-    values: tuple[str, ...]
-
-
-def split_values(raw: str) -> tuple[str, ...]:
-    """Split on unescaped commas and unescape ``\\,`` ``\\$`` ``\\|`` ``\\\\`` (R4B §3.1.1.5.7)."""
-    values, current, escaped = [], [], False
-    for char in raw:
-        if escaped:
-            current.append(char if char in ",$|\\" else "\\" + char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            values.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    values.append("".join(current))
-    return tuple(values)
+    pk: int
+    type: str
+    id: str
+    keys: tuple[Any, ...] = ()
 
 
-def split_pipe(value: str) -> tuple[str | None, str]:
-    """``system|code`` → (system, code); a value without ``|`` has no system constraint (None)."""
-    if "|" not in value:
-        return None, value
-    system, code = value.split("|", 1)
-    return system, code
-
-
-def parse_criteria(registry: Registry, res_type: str, params: list[tuple[str, str]]) -> list[Criterion]:
-    criteria = []
-    for name, raw in params:
-        base, _, modifier = name.partition(":")
-        if base in RESULT_PARAMETERS:
-            continue
-        if base == "_id":
-            criteria.append(Criterion(None, "_id", modifier or None, split_values(raw)))
-            continue
-        param = registry.get(res_type, base)
-        if param is None:
-            raise FhirError("invalid", f"Unknown search parameter '{base}' for {res_type}.", expression=(name,))
-        if param.type not in _BUILDERS:
-            raise FhirError(
-                "not-supported",
-                f"Search parameter '{base}' of type {param.type} is not supported yet.",
-                expression=(name,),
-            )
-        criteria.append(Criterion(param, base, modifier or None, split_values(raw)))
-    return criteria
+@dataclass
+class Page:
+    hits: list[Hit]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None
 
 
 def find(
     conn: Connection, registry: Registry, res_type: str, params: list[tuple[str, str]], *, limit: int
 ) -> list[int]:
-    """The res_pk of current, non-deleted resources matching every criterion (at most ``limit``)."""
-    criteria = parse_criteria(registry, res_type, params)
-    query = select(resources.c.res_pk).where(resources.c.res_type == res_type, resources.c.deleted.is_(False))
-    for criterion in criteria:
-        query = query.where(predicate(res_type, criterion))
-    return list(conn.execute(query.order_by(resources.c.res_pk).limit(limit)).scalars())
+    """The res_pk of current resources matching every criterion (at most ``limit``), for conditional interactions."""
+    request = parse_request(registry, (res_type,), params)
+    query = filtered(conn, request).order_by(resources.c.res_pk).limit(limit)
+    return list(conn.execute(query).scalars())
 
 
-def predicate(res_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    if criterion.param is None:
-        return resources.c.res_id.in_(criterion.values)
-    return _BUILDERS[criterion.param.type](res_type, criterion)
+def filtered(conn: Connection, request: SearchRequest, extra: list[Clause] | None = None) -> Select:
+    """``SELECT res_pk FROM resources WHERE <type> AND NOT deleted AND <every clause>``."""
+    return select(resources.c.res_pk).where(*conditions(conn, request, resources, extra))
 
 
-def _exists(table, res_type: str, criterion: Criterion, alternatives: list[ColumnElement[bool]]):  # type: ignore[no-untyped-def]
-    return exists().where(
-        table.c.res_pk == resources.c.res_pk,
-        table.c.res_type == res_type,
-        table.c.param == criterion.name,
-        or_(*alternatives) if alternatives else false(),
+def conditions(
+    conn: Connection, request: SearchRequest, table: Any, extra: list[Clause] | None = None
+) -> list[ColumnElement[bool]]:
+    builder = PredicateBuilder(conn.dialect.name)
+    types = request.types
+    target = Target(table, types[0] if len(types) == 1 else None)
+    where: list[ColumnElement[bool]] = [table.c.deleted.is_(False)]
+    if len(types) == 1:
+        where.append(table.c.res_type == types[0])
+    elif types:
+        where.append(table.c.res_type.in_(types))
+    for clause in [*request.clauses, *(extra or [])]:
+        where.append(builder.clause(target, clause))
+    return where
+
+
+def search(conn: Connection, request: SearchRequest, extra: list[Clause] | None = None) -> Page:
+    """One page of matches (``request.count`` of them), its total and the cursors of its neighbours."""
+    r = resources.alias("r")
+    where = conditions(conn, request, r, extra)
+    total = _total(conn, r, where, request.total if request.summary != "count" else "accurate")
+    if request.count == 0 or request.summary == "count":
+        return Page([], total, None, None)
+    keys = [_sort_expression(r, key) for key in request.sort]
+    inner = select(r.c.res_pk.label("pk"), r.c.res_type, r.c.res_id, *(k.label(f"k{i}") for i, k in enumerate(keys)))
+    page = inner.where(*where).subquery("page")
+    columns = [page.c[f"k{i}"] for i in range(len(keys))]
+    descending = [key.descending for key in request.sort]
+    signature = _signature(request.sort)
+    backward = False
+    query = select(page)
+    if request.cursor:
+        direction, values, last_pk = decode_cursor(request.cursor, signature, len(keys))
+        backward = direction == "p"
+        query = query.where(_beyond(columns, descending, values, page.c.pk, last_pk, backward=backward))
+    order = []
+    for column, desc in zip(columns, descending, strict=True):
+        if backward:  # the reverse of the page order, read from the cursor back
+            order.append(column.asc().nulls_first() if desc else column.desc().nulls_first())
+        else:
+            order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
+    order.append(page.c.pk.desc() if backward else page.c.pk.asc())
+    rows = conn.execute(query.order_by(*order).limit(request.count + 1)).all()
+    more = len(rows) > request.count
+    rows = rows[: request.count]
+    if backward:
+        rows.reverse()
+    hits = [Hit(row.pk, row.res_type, row.res_id, tuple(row[3:])) for row in rows]
+    has_next = more if not backward else bool(hits)
+    has_previous = (more if backward else request.cursor is not None) and bool(hits)
+    return Page(
+        hits,
+        total,
+        encode_cursor("n", signature, hits[-1]) if has_next and hits else None,
+        encode_cursor("p", signature, hits[0]) if has_previous else None,
     )
 
 
-def _token(res_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    t = token_index.c
-    alternatives = []
-    for value in criterion.values:
-        system, code = split_pipe(value)
-        if criterion.modifier == "text":
-            alternatives.append(t.text.like(fold(value) + "%"))
-        elif system is None:
-            alternatives.append(t.code == code)
-        elif system == "":
-            alternatives.append(and_(t.code == code, t.system.is_(None)))
-        elif code == "":
-            alternatives.append(t.system == system)
+def _total(conn: Connection, r: Any, where: list[ColumnElement[bool]], mode: str) -> int | None:
+    if mode == "none":
+        return None
+    query = select(r.c.res_pk).where(*where)
+    if mode == "estimate" and conn.dialect.name == "postgresql":
+        compiled = query.compile(conn)
+        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled.string, compiled.params).scalar_one()
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+        return int(plan[0]["Plan"]["Plan Rows"])
+    return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+
+
+def _sort_expression(r: Any, key: SortKey) -> ColumnElement[Any]:
+    """A resource's sort value: the lowest of its values ascending, the highest descending (R4B §3.1.1.5.2)."""
+    param = key.param
+    if param.code == "_id":
+        return r.c.res_id
+    if param.code == "_lastUpdated":
+        return r.c.ts
+    table = INDEX_TABLES[param.type].alias()
+    c = table.c
+    if param.type in ("date", "number", "quantity"):
+        column = c.high if key.descending else c.low
+    elif param.type == "reference":
+        column = func.coalesce(c.target_type + "/" + c.target_id, c.url)
+    else:
+        column = {"string": c.get("norm"), "token": c.get("code"), "uri": c.get("uri")}[param.type]
+    aggregate = func.max(column) if key.descending else func.min(column)
+    return select(aggregate).where(c.res_pk == r.c.res_pk, c.param == param.code).scalar_subquery()
+
+
+def _beyond(
+    columns: list[Any], descending: list[bool], values: list[Any], pk: Any, last_pk: int, *, backward: bool
+) -> ColumnElement[bool]:
+    """Rows after (or before) the cursor row in the order (keys with nulls last, then res_pk)."""
+    condition: ColumnElement[bool] = pk < last_pk if backward else pk > last_pk
+    for column, desc, value in reversed(list(zip(columns, descending, values, strict=True))):
+        same = column.is_(None) if value is None else column == value
+        if not backward:
+            past = false() if value is None else or_(column.is_(None), column < value if desc else column > value)
         else:
-            alternatives.append(and_(t.system == system, t.code == code))
-    matched = _exists(token_index, res_type, criterion, alternatives)
-    return ~matched if criterion.modifier == "not" else matched
+            past = column.is_not(None) if value is None else (column > value if desc else column < value)
+        condition = or_(past, and_(same, condition))
+    return condition
 
 
-def _string(res_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    s = string_index.c
-    alternatives = []
-    for value in criterion.values:
-        if criterion.modifier == "exact":
-            alternatives.append(s.exact == value)
-        elif criterion.modifier == "contains":
-            alternatives.append(s.norm.contains(fold(value), autoescape=True))
-        else:
-            alternatives.append(s.norm.startswith(fold(value), autoescape=True))
-    return _exists(string_index, res_type, criterion, alternatives)
+def _signature(sort: list[SortKey]) -> str:
+    return ",".join(("-" if k.descending else "") + k.param.code for k in sort)
 
 
-def _reference(res_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    r = reference_index.c
-    alternatives = []
-    for value in criterion.values:
-        if "/" in value:
-            parts = value.rstrip("/").split("/")
-            alternatives.append(and_(r.target_type == parts[-2], r.target_id == parts[-1]))
-        else:
-            alternatives.append(r.target_id == value)
-    return _exists(reference_index, res_type, criterion, alternatives)
+def encode_cursor(direction: str, signature: str, hit: Hit) -> str:
+    payload = json.dumps([direction, signature, list(hit.keys), hit.pk], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-_BUILDERS = {"token": _token, "string": _string, "reference": _reference}
-SUPPORTED_TYPES = frozenset(_BUILDERS)
+def decode_cursor(token: str, signature: str, size: int) -> tuple[str, list[Any], int]:
+    try:
+        direction, sort, values, pk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        valid = direction in ("n", "p") and isinstance(values, list) and len(values) == size and isinstance(pk, int)
+    except (ValueError, TypeError):
+        valid, sort = False, None
+    if not valid:
+        raise FhirError(
+            "invalid",
+            "The paging cursor is not one this server issued; start again from the first page.",
+            expression=("_cursor",),
+        )
+    if sort != signature:
+        raise FhirError(
+            "invalid",
+            "The paging cursor belongs to another _sort; start again from the first page.",
+            expression=("_cursor",),
+        )
+    return direction, values, pk

@@ -1,4 +1,7 @@
-"""Normalising search values: folded strings and the implicit ranges of FHIR dates (R4B §3.1.1.4.3, §2.24)."""
+"""Normalising search values: escapes, folded strings, prefixes and the implicit ranges of dates and numbers.
+
+R4B §3.1.1.4 (parameter types), §3.1.1.5.7 (escaping), §2.24 (date and time formats).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ import calendar
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+
+PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 
 # Dates and times without an offset are read in the region's zone (Asia/Shanghai, UTC+8, no DST).
 REGION_TZ = timezone(timedelta(hours=8))
@@ -77,3 +83,68 @@ def _offset(text: str | None) -> timezone:
     sign = 1 if text[0] == "+" else -1
     hours, minutes = int(text[1:3]), int(text[4:6])
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def split_escaped(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` where it is not escaped by a backslash; escapes are kept for the next split."""
+    parts, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append("\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if escaped:
+        current.append("\\")
+    parts.append("".join(current))
+    return parts
+
+
+def unescape(text: str) -> str:
+    """``\\,`` ``\\$`` ``\\|`` ``\\\\`` → the character itself (R4B §3.1.1.5.7)."""
+    out, escaped = [], False
+    for char in text:
+        if escaped:
+            out.append(char if char in ",$|\\" else "\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(char)
+    if escaped:
+        out.append("\\")
+    return "".join(out)
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    """``ge2020`` → (``ge``, ``2020``); no prefix means ``eq`` (R4B §3.1.1.4.1)."""
+    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def parse_decimal(text: str) -> Decimal | None:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def number_range(number: Decimal) -> tuple[float, float]:
+    """The implicit range of a search number from its significant figures: ``100`` → [99.5, 100.5)."""
+    half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
+    return float(number - half), float(number + half)
+
+
+def search_date(text: str) -> tuple[int, int] | None:
+    """A date search value; a ``+`` offset decoded as a space (unencoded in a URL) is repaired."""
+    text = text.strip()
+    if len(text) > 19 and text[-6] == " ":
+        text = text[:-6] + "+" + text[-5:]
+    return date_range(text)

@@ -55,12 +55,18 @@ resource_versions = Table(
     Index("ix_versions_type_ts", "res_type", "ts"),
 )
 
+
+def _group_column() -> Column:
+    return Column("grp", Integer, nullable=True, comment="composite parameters: the element the row belongs to")
+
+
 token_index = Table(
     "idx_token",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(100), nullable=False),
+    _group_column(),
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("text", Text, nullable=True),
@@ -74,9 +80,14 @@ string_index = Table(
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(100), nullable=False),
+    _group_column(),
     Column("norm", Text, nullable=False, comment="case- and accent-folded value for prefix match"),
     Column("exact", Text, nullable=False),
     Index("ix_string_lookup", "res_type", "param", "norm"),
+    # PostgreSQL uses a btree for LIKE 'prefix%' only with pattern operators (whatever the database collation).
+    Index("ix_string_prefix", "res_type", "param", "norm", postgresql_ops={"norm": "text_pattern_ops"}).ddl_if(
+        dialect="postgresql"
+    ),
     Index("ix_string_res", "res_pk"),
 )
 
@@ -86,6 +97,7 @@ date_index = Table(
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(100), nullable=False),
+    _group_column(),
     Column("low", BigInteger, nullable=False, comment="microseconds since the epoch, inclusive"),
     Column("high", BigInteger, nullable=False, comment="microseconds since the epoch, inclusive"),
     Index("ix_date_low", "res_type", "param", "low"),
@@ -99,6 +111,7 @@ number_index = Table(
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(100), nullable=False),
+    _group_column(),
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
     Index("ix_number_lookup", "res_type", "param", "low"),
@@ -111,6 +124,7 @@ quantity_index = Table(
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(100), nullable=False),
+    _group_column(),
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("low", Float, nullable=False),
@@ -125,8 +139,12 @@ uri_index = Table(
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(100), nullable=False),
+    _group_column(),
     Column("uri", Text, nullable=False),
     Index("ix_uri_lookup", "res_type", "param", "uri"),
+    Index("ix_uri_prefix", "res_type", "param", "uri", postgresql_ops={"uri": "text_pattern_ops"}).ddl_if(
+        dialect="postgresql"
+    ),
     Index("ix_uri_res", "res_pk"),
 )
 
@@ -136,12 +154,25 @@ reference_index = Table(
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(100), nullable=False),
+    _group_column(),
     Column("target_type", String(64), nullable=True),
     Column("target_id", String(64), nullable=True),
     Column("url", Text, nullable=True, comment="absolute or canonical reference that is not local"),
     Index("ix_reference_target", "target_type", "target_id", "param", "res_type"),
     Index("ix_reference_lookup", "res_type", "param", "target_id"),
     Index("ix_reference_res", "res_pk"),
+)
+
+coords_index = Table(
+    "idx_coords",
+    metadata,
+    Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("latitude", Float, nullable=False, comment="WGS84 degrees"),
+    Column("longitude", Float, nullable=False, comment="WGS84 degrees"),
+    Index("ix_coords_lookup", "res_type", "param", "latitude", "longitude"),
+    Index("ix_coords_res", "res_pk"),
 )
 
 INDEX_TABLES = {
@@ -152,4 +183,5 @@ INDEX_TABLES = {
     "quantity": quantity_index,
     "uri": uri_index,
     "reference": reference_index,
+    "coords": coords_index,
 }
