@@ -6,11 +6,18 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from ehr_archive.identifiers import RESIDENT_ID_SYSTEM, resident_id_check_char
 from fhir_server.service import FhirService
 from fhir_server.storage.engine import unit_of_work
 
 ORG_SYSTEM = "https://hie.wuzhou.gov.cn/fhir/sid/organization"
-RESIDENT_ID = "urn:oid:2.16.156.10011.1.3"
+RESIDENT_ID = RESIDENT_ID_SYSTEM
+
+
+def _resident_id(region: str, birth: str, sequence: str) -> str:
+    first17 = region + birth + sequence
+    return first17 + resident_id_check_char(first17)
+
 
 _ORGANIZATIONS = [
     ("450400-001", "梧州市红十字会医院", "万秀区"),
@@ -19,11 +26,11 @@ _ORGANIZATIONS = [
 ]
 
 _RESIDENTS = [
-    ("450403195803120016", "陈", "建国", "male", "1958-03-12", "长洲区", "13907740001"),
-    ("450402196511230027", "李", "秀英", "female", "1965-11-23", "万秀区", "13907740002"),
-    ("450421194707070017", "黄", "德明", "male", "1947-07-07", "苍梧县", "13907740003"),
-    ("450422197209150044", "梁", "桂芳", "female", "1972-09-15", "藤县", "13907740004"),
-    ("450481198801010019", "莫", "伟", "male", "1988-01-01", "岑溪市", "13907740005"),
+    (_resident_id("450405", "19580312", "001"), "陈", "建国", "male", "1958-03-12", "长洲区", "13907740001"),
+    (_resident_id("450403", "19651123", "002"), "李", "秀英", "female", "1965-11-23", "万秀区", "13907740002"),
+    (_resident_id("450421", "19470707", "001"), "黄", "德明", "male", "1947-07-07", "苍梧县", "13907740003"),
+    (_resident_id("450422", "19720915", "004"), "梁", "桂芳", "female", "1972-09-15", "藤县", "13907740004"),
+    (_resident_id("450481", "19880101", "001"), "莫", "伟", "male", "1988-01-01", "岑溪市", "13907740005"),
 ]
 
 

@@ -5,6 +5,7 @@ REST handlers and domain modules call these functions inside one unit of work (D
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -12,7 +13,7 @@ from urllib.parse import parse_qsl
 import jsonpatch
 from sqlalchemy import Connection
 
-from fhir_server.errors import FhirError, invalid, precondition_failed
+from fhir_server.errors import FhirError, Issue, invalid, precondition_failed
 from fhir_server.repository import Repository, Version, WriteResult, check_id, expect_id
 from fhir_server.search.parameters import Registry, default_registry
 from fhir_server.search.query import find
@@ -27,6 +28,10 @@ class CreateOutcome:
     created: bool
 
 
+WriteCheck = Callable[[dict[str, Any]], list[Issue]]
+"""A domain rule run on every resource written (e.g. resident ID numbers on Patients); errors reject it."""
+
+
 def parse_query(query: str) -> list[tuple[str, str]]:
     """``identifier=a|b&_id=1`` → pairs, keeping blank values so they can be reported."""
     return parse_qsl(query.lstrip("?"), keep_blank_values=True)
@@ -35,11 +40,27 @@ def parse_query(query: str) -> list[tuple[str, str]]:
 class FhirService:
     """Validated, versioned, indexed access to resources of every type."""
 
-    def __init__(self, registry: Registry | None = None, *, allow_multiple_delete: bool = True, max_delete: int = 100):
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        allow_multiple_delete: bool = True,
+        max_delete: int = 100,
+        checks: Sequence[WriteCheck] = (),
+    ):
         self.registry = registry or default_registry()
+        self.checks = tuple(checks)
         self.repository = Repository(self.registry)
         self.allow_multiple_delete = allow_multiple_delete
         self.max_delete = max_delete
+
+    def validate(self, resource: Any, expected: str | None = None) -> str:
+        """R4B validation plus the domain checks registered on this service."""
+        res_type = validate_resource(resource, expected)
+        errors = [issue for check in self.checks for issue in check(resource) if issue.severity in ("error", "fatal")]
+        if errors:
+            raise FhirError("invalid", f"The {res_type} breaks {len(errors)} regional rule(s).", extra=errors)
+        return res_type
 
     # -- search used by conditional interactions -------------------------------------------------
 
@@ -52,7 +73,7 @@ class FhirService:
 
     def create(self, conn: Connection, resource: dict[str, Any], *, if_none_exist: str | None = None) -> CreateOutcome:
         """Create (R4B §3.1.0.5), conditionally when ``if_none_exist`` holds a search query."""
-        res_type = validate_resource(resource)
+        res_type = self.validate(resource)
         if if_none_exist:
             params = parse_query(if_none_exist)
             self.repository.lock_condition(conn, f"{res_type}?{if_none_exist.lstrip('?')}")
@@ -76,7 +97,7 @@ class FhirService:
     ) -> WriteResult:
         """Update or update-as-create (R4B §3.1.0.4)."""
         check_id(res_id)
-        validate_resource(resource, res_type)
+        self.validate(resource, res_type)
         expect_id(resource, res_id)
         return self.repository.update(conn, res_type, res_id, resource, if_match=if_match)
 
@@ -84,7 +105,7 @@ class FhirService:
         self, conn: Connection, res_type: str, query: str, resource: dict[str, Any], *, if_match: int | None = None
     ) -> WriteResult:
         """``PUT Type?params`` (R4B §3.1.0.4.2): update the one match, create when none, 412 when several."""
-        validate_resource(resource, res_type)
+        self.validate(resource, res_type)
         self.repository.lock_condition(conn, f"{res_type}?{query}")
         found = self.matches(conn, res_type, parse_query(query))
         if len(found) > 1:
@@ -121,7 +142,7 @@ class FhirService:
             raise FhirError("processing", f"The JSON Patch cannot be applied: {exc}") from None
         if patched.get("resourceType") != res_type or patched.get("id") != res_id:
             raise invalid("A patch may not change resourceType or id.")
-        validate_resource(patched, res_type)
+        self.validate(patched, res_type)
         return self.repository.update(conn, res_type, res_id, patched, if_match=current.version, method="PATCH")
 
     def conditional_patch(

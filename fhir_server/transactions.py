@@ -17,7 +17,6 @@ from sqlalchemy import Connection
 from fhir_server.errors import FhirError, Issue, http_status, invalid, operation_outcome
 from fhir_server.repository import Version, instant
 from fhir_server.service import FhirService
-from fhir_server.validation import validate_resource
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
@@ -95,7 +94,7 @@ class BundleProcessor:
         for entry in entries:
             if entry.resource is not None and entry.method in ("POST", "PUT"):
                 try:
-                    validate_resource(entry.resource)
+                    self.service.validate(entry.resource)
                 except FhirError as error:
                     raise _at_entry(error, entry) from None
         self._lock_conditions(conn, entries)
@@ -252,7 +251,7 @@ class BundleProcessor:
             try:
                 self._lock_conditions(conn, [entry])
                 if entry.resource is not None and entry.method in ("POST", "PUT"):
-                    validate_resource(entry.resource)
+                    self.service.validate(entry.resource)
                 self._assign(conn, [entry])
                 if entry.resource is not None:
                     _rewrite(entry.resource, {}, lambda ref, e=entry: self._conditional_reference(conn, ref, e))

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ehr_archive.identifiers import validate_patient_identifiers
 from fhir_server import definitions
 from fhir_server.api import interactions
 from fhir_server.api.negotiation import FHIR_JSON
@@ -22,6 +23,16 @@ from fhir_server.service import FhirService
 from fhir_server.storage.engine import create_db_engine, unit_of_work
 
 log = logging.getLogger("hie.api")
+
+
+def patient_identifier_check(resource: dict[str, Any]) -> list[Issue]:
+    """Regional identifier rules (GB 11643-1999 resident ID numbers and the region's card systems)."""
+    if resource.get("resourceType") != "Patient":
+        return []
+    report = validate_patient_identifiers(resource)
+    return [Issue(i.code, i.diagnostics, severity=i.severity, expression=i.expression) for i in report.errors]
+
+
 T = TypeVar("T")
 _RETRIES = 3
 
@@ -33,7 +44,9 @@ class Context:
         self.settings = settings
         self.engine = engine
         self.service = FhirService(
-            allow_multiple_delete=settings.allow_multiple_delete, max_delete=settings.max_conditional_delete
+            allow_multiple_delete=settings.allow_multiple_delete,
+            max_delete=settings.max_conditional_delete,
+            checks=[patient_identifier_check],
         )
 
     async def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:

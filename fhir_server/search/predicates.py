@@ -167,16 +167,21 @@ class PredicateBuilder:
         )
 
     def compartment(self, target: Target, clause: Compartment) -> ColumnElement[bool]:
-        """Membership of ``Type/id``'s compartment through any of the CompartmentDefinition's params."""
-        link = reference_index.alias()
-        if not clause.params:
-            return false()
-        return exists().where(
-            link.c.res_pk == target.pk,
-            link.c.param.in_(clause.params),
-            link.c.target_type == clause.type,
-            link.c.target_id == clause.id,
-        )
+        """Membership of ``Type/id``'s compartment through the CompartmentDefinition's params of each type."""
+        alternatives = []
+        for res_type, params in clause.params:
+            if target.type_name not in (None, res_type) or not params:
+                continue
+            link = reference_index.alias()
+            member = exists().where(
+                link.c.res_pk == target.pk,
+                link.c.res_type == res_type,
+                link.c.param.in_(params),
+                link.c.target_type == clause.type,
+                link.c.target_id == clause.id,
+            )
+            alternatives.append(member if target.type_name else and_(target.table.c.res_type == res_type, member))
+        return or_(*alternatives) if alternatives else false()
 
     # -- row conditions by type -----------------------------------------------------------------
 

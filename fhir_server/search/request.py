@@ -137,11 +137,12 @@ class InList:
 
 @dataclass(frozen=True)
 class Compartment:
-    """Members of ``Type/id``'s compartment: resources that refer to it through one of ``params``."""
+    """Members of ``Type/id``'s compartment: resources that refer to it through their type's ``params``."""
 
     type: str
     id: str
-    params: tuple[str, ...]
+    params: tuple[tuple[str, tuple[str, ...]], ...]
+    """(resource type, parameter codes) pairs from the CompartmentDefinition (R4B §3.1.1.2)."""
 
 
 Clause = Match | Missing | Chain | Has | InList | Compartment

@@ -126,3 +126,15 @@ def test_bad_history_parameters(client):
     outcome(client.get("/fhir/Patient/_history", params={"_since": "last tuesday"}), 400)
     outcome(client.get("/fhir/Patient/_history", params={"_count": "-1"}), 400)
     outcome(client.get("/fhir/Patient/_history", params={"_cursor": "garbage"}), 400)
+
+
+def test_invalid_resident_id_number_is_refused(client):
+    bad = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "450405195803120019"}],
+    }
+    issues = outcome(client.post("/fhir/Patient", json=bad), 400)
+    assert issues[1]["expression"] == ["Patient.identifier[0].value"]
+    assert "check" in issues[1]["diagnostics"].lower()
+    good = {**bad, "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "450405195803120015"}]}
+    assert client.post("/fhir/Patient", json=good).status_code == 201
