@@ -68,6 +68,8 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
         ):
             raise invalid(f"{where} holds a nested {resource['type']}; nested transactions are not processed.")
         url = str(request["url"]).lstrip("/")
+        if "$" in url.split("?", 1)[0]:
+            raise FhirError("not-supported", f"{where}: operations ({url}) are not processed inside bundles yet.")
         entries.append(Entry(index, method, url, item.get("fullUrl"), resource, request))
     return entries
 
