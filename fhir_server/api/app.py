@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ehr_archive.identifiers import validate_patient_identifiers
 from fhir_server import definitions
-from fhir_server.api import interactions
+from fhir_server.api import interactions, search
 from fhir_server.api.negotiation import FHIR_JSON
 from fhir_server.config import Settings, load_settings
 from fhir_server.errors import FhirError, Issue, http_status, operation_outcome
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         body = operation_outcome([Issue("exception", f"Internal error ({type(exc).__name__}); it has been logged.")])
         return Response(content=_dump(body), status_code=500, media_type=FHIR_JSON)
 
+    app.include_router(search.router(context))
     app.include_router(interactions.router(context))
 
     @app.get("/", include_in_schema=False)

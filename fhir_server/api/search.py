@@ -158,6 +158,10 @@ def router(ctx: Context) -> APIRouter:
     async def search_system(request: Request) -> Response:
         return await run(request, (), "", system_level=True)
 
+    @api.get("/", include_in_schema=False)
+    async def search_system_slash(request: Request) -> Response:
+        return await run(request, (), "", system_level=True)
+
     @api.post("/_search")
     async def search_system_post(request: Request) -> Response:
         return await run(request, (), "", system_level=True)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.sql import ColumnElement
 
+from fhir_server.search.predicates import table_alias
 from fhir_server.search.query import Hit
 from fhir_server.search.request import Include
 from fhir_server.storage.tables import reference_index, resources
@@ -40,8 +41,8 @@ def included(conn: Connection, matches: list[Hit], specs: list[Include], *, limi
 def _follow(conn: Connection, frontier: list[Hit], spec: Include, limit: int) -> list[Hit]:
     if limit <= 0:
         return []
-    link = reference_index.alias()
-    other = resources.alias()
+    link = table_alias(reference_index, 0)
+    other = table_alias(resources, 1)
     conditions: list[ColumnElement[bool]] = [other.c.deleted.is_(False)]
     if spec.param != "*":
         conditions.append(link.c.param == spec.param)

@@ -225,11 +225,10 @@ def uri_rows(value: Any) -> Iterator[tuple[str, Row]]:
 
 def reference_rows(value: Any) -> Iterator[tuple[str, Row]]:
     """Reference (literal, absolute, logical by identifier) or canonical (R4B §3.1.1.4.8)."""
-    if isinstance(value, str):
-        if value:
-            yield "reference", {"target_type": None, "target_id": None, "url": value[:MAX_TEXT]}
-            if "|" in value:
-                yield "reference", {"target_type": None, "target_id": None, "url": value.split("|", 1)[0][:MAX_TEXT]}
+    if isinstance(value, str):  # canonical: by its URL, with and without |version
+        for url in dict.fromkeys([value, value.split("|", 1)[0]]) if value else []:
+            target_type, target_id = split_reference(url)
+            yield "reference", {"target_type": target_type, "target_id": target_id, "url": url[:MAX_TEXT]}
         return
     if not isinstance(value, dict):
         return

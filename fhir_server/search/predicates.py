@@ -7,12 +7,14 @@ param = … AND <row condition>)``; chains, ``_has``, ``_list`` and compartments
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, and_, exists, false, func, literal, not_, or_, true
+from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, false, func, literal, not_, or_, true
 
 from fhir_server.errors import FhirError
 from fhir_server.search.index import IDENTIFIER_SUFFIX, OF_TYPE
@@ -37,6 +39,12 @@ _EARTH_KM = 6371.0088
 _KM_PER_DEGREE = 111.2
 
 
+@cache
+def table_alias(table: Table, number: int) -> FromClause:
+    """``idx_token AS idx_token_3``: aliases are built once (building one copies every column)."""
+    return table.alias(f"{table.name}_{number}")
+
+
 @dataclass(frozen=True)
 class Target:
     """The resource rows a predicate is about: an alias of ``resources`` and, when known, their one type."""
@@ -57,11 +65,23 @@ class Target:
         return self.table.c.res_id
 
 
+def _reads_resource_row(clause: Clause) -> bool:
+    """Whether a clause needs the resources row (id, type, timestamp) rather than only ``res_pk``."""
+    if isinstance(clause, Match | Missing):
+        return clause.param.code in ("_id", "_lastUpdated")
+    return not isinstance(clause, Chain)
+
+
 class PredicateBuilder:
     """Builds the WHERE conditions of a search for one SQL dialect (prefix matching differs)."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
+        self._aliases = itertools.count()
+
+    def alias(self, table: Table) -> FromClause:
+        """A fresh alias within this statement; the same names recur across statements (cached SQL)."""
+        return table_alias(table, next(self._aliases))
 
     # -- clauses ------------------------------------------------------------------------------
 
@@ -91,10 +111,10 @@ class PredicateBuilder:
         if param.type == "special":
             return or_(*(self.near(target, param.code, v) for v in clause.values))
         if param.type == "reference" and modifier == "identifier":
-            table = token_index.alias()
+            table = self.alias(token_index)
             conditions = [self.token(table, v, None) for v in clause.values]
             return self.rows(table, target, param.code + IDENTIFIER_SUFFIX, or_(*conditions))
-        table = INDEX_TABLES[param.type].alias()
+        table = self.alias(INDEX_TABLES[param.type])
         conditions = [self.row_condition(param.type, table, v, modifier) for v in clause.values]
         found = self.rows(table, target, param.code, or_(*conditions))
         return not_(found) if modifier == "not" else found
@@ -112,17 +132,17 @@ class PredicateBuilder:
         kind = param.components[0].type if param.type == "composite" else param.type
         kind = "coords" if kind == "special" else kind
         code = f"{param.code}$0" if param.type == "composite" else param.code
-        present = self.rows(INDEX_TABLES[kind].alias(), target, code)
+        present = self.rows(self.alias(INDEX_TABLES[kind]), target, code)
         if param.type == "reference":  # a reference given only by identifier is present too
-            present = or_(present, self.rows(token_index.alias(), target, param.code + IDENTIFIER_SUFFIX))
+            present = or_(present, self.rows(self.alias(token_index), target, param.code + IDENTIFIER_SUFFIX))
         return not_(present) if clause.missing else present
 
     def chain(self, target: Target, clause: Chain) -> ColumnElement[bool]:
         """``subject:Patient.name=x``: a reference row whose target resource satisfies the inner clause."""
-        link = reference_index.alias()
+        link = self.alias(reference_index)
         alternatives = []
         for target_type, inner in clause.inner:
-            referred = resources.alias()
+            referred = self.alias(resources)
             inner_target = Target(referred, target_type)
             alternatives.append(
                 and_(
@@ -138,23 +158,30 @@ class PredicateBuilder:
         return self.rows(link, target, clause.param.code, or_(*alternatives))
 
     def has(self, target: Target, clause: Has) -> ColumnElement[bool]:
-        """``_has:Observation:patient:code=x``: a resource referring to the target satisfies the inner clause."""
-        link = reference_index.alias()
-        source = resources.alias()
-        return exists().where(
+        """``_has:Observation:patient:code=x``: a resource referring to the target satisfies the inner clause.
+
+        Index rows exist only for current resources, so unless the inner clause reads the referring resource's
+        own row (``_id``, ``_lastUpdated``, a nested ``_has``) it is tested on ``link.res_pk`` without a join.
+        """
+        link = self.alias(reference_index)
+        conditions = [
             link.c.target_type == target.type,
             link.c.target_id == target.id,
             link.c.param == clause.param.code,
             link.c.res_type == clause.source_type,
-            source.c.res_pk == link.c.res_pk,
-            source.c.deleted.is_(False),
-            self.clause(Target(source, clause.source_type), clause.inner),
-        )
+        ]
+        if _reads_resource_row(clause.inner):
+            source = self.alias(resources)
+            conditions += [source.c.res_pk == link.c.res_pk, source.c.deleted.is_(False)]
+            conditions.append(self.clause(Target(source, clause.source_type), clause.inner))
+        else:
+            conditions.append(self.clause(Target(link, clause.source_type), clause.inner))
+        return exists().where(*conditions)
 
     def in_list(self, target: Target, clause: InList) -> ColumnElement[bool]:
         """``_list=id``: the resource is an item of List/id (R4B §3.1.1.5.x ``_list``)."""
-        link = reference_index.alias()
-        holder = resources.alias()
+        link = self.alias(reference_index)
+        holder = self.alias(resources)
         return exists().where(
             holder.c.res_type == "List",
             holder.c.res_id.in_(clause.list_ids),
@@ -172,7 +199,7 @@ class PredicateBuilder:
         for res_type, params in clause.params:
             if target.type_name not in (None, res_type) or not params:
                 continue
-            link = reference_index.alias()
+            link = self.alias(reference_index)
             member = exists().where(
                 link.c.res_pk == target.pk,
                 link.c.res_type == res_type,
@@ -244,10 +271,9 @@ class PredicateBuilder:
         c = table.c
         if value.url is not None:
             return c.url == value.url
-        conditions = [c.target_id == value.id]
         if value.type:
-            conditions.append(c.target_type == value.type)
-        return and_(*conditions)
+            return and_(c.target_id == value.id, c.target_type == value.type)
+        return or_(c.target_id == value.id, c.url == value.id)  # a bare id, or a relative canonical
 
     def bounds(self, low: Any, high: Any, value: Bounds, *, integral: bool) -> ColumnElement[bool]:
         """Prefixes eq ne gt lt ge le sa eb ap over the stored [low, high] range (R4B §3.1.1.4.1, .3, .5).
@@ -299,11 +325,11 @@ class PredicateBuilder:
 
     def composite(self, target: Target, code: str, components: tuple, parts: tuple) -> ColumnElement[bool]:
         """Components matched on rows of the same element (same ``grp``) of the composite (R4B §3.1.1.4.11)."""
-        first = INDEX_TABLES[components[0].type].alias()
+        first = self.alias(INDEX_TABLES[components[0].type])
         conditions = [self.row_condition(components[0].type, first, parts[0], None)]
         for position in range(1, len(components)):
             kind = components[position].type
-            other = INDEX_TABLES[kind].alias()
+            other = self.alias(INDEX_TABLES[kind])
             conditions.append(
                 exists().where(
                     other.c.res_pk == first.c.res_pk,
@@ -316,7 +342,7 @@ class PredicateBuilder:
 
     def near(self, target: Target, code: str, value: Near) -> ColumnElement[bool]:
         """Location ``near``: a bounding box on the index, then the haversine distance (R4B §3.1.1.4.14)."""
-        table = INDEX_TABLES["coords"].alias()
+        table = self.alias(INDEX_TABLES["coords"])
         c = table.c
         degrees = value.km / _KM_PER_DEGREE
         conditions = [c.latitude.between(value.latitude - degrees, value.latitude + degrees)]

@@ -6,7 +6,6 @@ never by OFFSET, so rows inserted or deleted between page fetches neither repeat
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -14,12 +13,20 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, false, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
-from fhir_server.errors import FhirError
 from fhir_server.search.parameters import Registry
-from fhir_server.search.predicates import PredicateBuilder, Target
-from fhir_server.search.request import Clause, SearchRequest, SortKey, parse_request
+from fhir_server.search.predicates import PredicateBuilder, Target, table_alias
+from fhir_server.search.request import (
+    Clause,
+    SearchRequest,
+    SortKey,
+    decode_cursor,
+    encode_cursor,
+    parse_request,
+    sort_signature,
+)
 from fhir_server.storage.tables import INDEX_TABLES, resources
 
+_RESOURCES = resources.alias("r")
 SUPPORTED_TYPES = frozenset(
     {"token", "string", "reference", "date", "number", "quantity", "uri", "composite", "special"}
 )
@@ -75,17 +82,16 @@ def conditions(
 
 def search(conn: Connection, request: SearchRequest, extra: list[Clause] | None = None) -> Page:
     """One page of matches (``request.count`` of them), its total and the cursors of its neighbours."""
-    r = resources.alias("r")
+    r = _RESOURCES
     where = conditions(conn, request, r, extra)
-    total = _total(conn, r, where, request.total if request.summary != "count" else "accurate")
     if request.count == 0 or request.summary == "count":
-        return Page([], total, None, None)
-    keys = [_sort_expression(r, key) for key in request.sort]
+        return Page([], _total(conn, r, where, "accurate" if request.total == "none" else request.total), None, None)
+    keys = [_sort_expression(r, key, i) for i, key in enumerate(request.sort)]
     inner = select(r.c.res_pk.label("pk"), r.c.res_type, r.c.res_id, *(k.label(f"k{i}") for i, k in enumerate(keys)))
     page = inner.where(*where).subquery("page")
     columns = [page.c[f"k{i}"] for i in range(len(keys))]
     descending = [key.descending for key in request.sort]
-    signature = _signature(request.sort)
+    signature = sort_signature(request.sort)
     backward = False
     query = select(page)
     if request.cursor:
@@ -105,13 +111,19 @@ def search(conn: Connection, request: SearchRequest, extra: list[Clause] | None 
     if backward:
         rows.reverse()
     hits = [Hit(row.pk, row.res_type, row.res_id, tuple(row[3:])) for row in rows]
+    if request.total == "none":
+        total = None
+    elif request.cursor is None and not more:
+        total = len(hits)  # the first page holds every match: no count query
+    else:
+        total = _total(conn, r, where, request.total)
     has_next = more if not backward else bool(hits)
     has_previous = (more if backward else request.cursor is not None) and bool(hits)
     return Page(
         hits,
         total,
-        encode_cursor("n", signature, hits[-1]) if has_next and hits else None,
-        encode_cursor("p", signature, hits[0]) if has_previous else None,
+        encode_cursor("n", signature, hits[-1].keys, hits[-1].pk) if has_next and hits else None,
+        encode_cursor("p", signature, hits[0].keys, hits[0].pk) if has_previous else None,
     )
 
 
@@ -127,14 +139,14 @@ def _total(conn: Connection, r: Any, where: list[ColumnElement[bool]], mode: str
     return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
 
 
-def _sort_expression(r: Any, key: SortKey) -> ColumnElement[Any]:
+def _sort_expression(r: Any, key: SortKey, position: int) -> ColumnElement[Any]:
     """A resource's sort value: the lowest of its values ascending, the highest descending (R4B §3.1.1.5.2)."""
     param = key.param
     if param.code == "_id":
         return r.c.res_id
     if param.code == "_lastUpdated":
         return r.c.ts
-    table = INDEX_TABLES[param.type].alias()
+    table = table_alias(INDEX_TABLES[param.type], 1000 + position)
     c = table.c
     if param.type in ("date", "number", "quantity"):
         column = c.high if key.descending else c.low
@@ -159,33 +171,3 @@ def _beyond(
             past = column.is_not(None) if value is None else (column > value if desc else column < value)
         condition = or_(past, and_(same, condition))
     return condition
-
-
-def _signature(sort: list[SortKey]) -> str:
-    return ",".join(("-" if k.descending else "") + k.param.code for k in sort)
-
-
-def encode_cursor(direction: str, signature: str, hit: Hit) -> str:
-    payload = json.dumps([direction, signature, list(hit.keys), hit.pk], separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_cursor(token: str, signature: str, size: int) -> tuple[str, list[Any], int]:
-    try:
-        direction, sort, values, pk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        valid = direction in ("n", "p") and isinstance(values, list) and len(values) == size and isinstance(pk, int)
-    except (ValueError, TypeError):
-        valid, sort = False, None
-    if not valid:
-        raise FhirError(
-            "invalid",
-            "The paging cursor is not one this server issued; start again from the first page.",
-            expression=("_cursor",),
-        )
-    if sort != signature:
-        raise FhirError(
-            "invalid",
-            "The paging cursor belongs to another _sort; start again from the first page.",
-            expression=("_cursor",),
-        )
-    return direction, values, pk

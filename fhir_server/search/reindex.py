@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from fhir_server.repository import Repository
 from fhir_server.search.index import index_rows
 from fhir_server.search.parameters import Registry
+from fhir_server.storage.engine import WRITE
 from fhir_server.storage.tables import INDEX_TABLES, resources
 
 Progress = Callable[[int, int], None]
@@ -63,3 +64,18 @@ def reindex(
         if progress is not None:
             progress(done, total)
     return done
+
+
+def reindex_database(
+    engine: Engine, registry: Registry, res_type: str | None = None, progress: Progress | None = None
+) -> int:
+    """:func:`reindex` as a maintenance task: the stored custom parameters first, a commit per batch."""
+    from fhir_server.search.custom import sync_custom_parameters
+
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE: True})
+        sync_custom_parameters(conn, registry)
+        conn.commit()
+        count = reindex(conn, registry, res_type, progress, commit_each_batch=True)
+        conn.commit()
+    return count

@@ -7,6 +7,8 @@ result parameters §3.1.1.5. Every malformed or unknown part raises a FhirError 
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -220,6 +222,14 @@ def parse_request(
             continue
         if name != "_cursor":
             request.applied.append((name, raw))
+    if request.cursor:
+        try:
+            decode_cursor(request.cursor, sort_signature(request.sort), len(request.sort))
+        except FhirError as error:
+            if not lenient:
+                raise
+            request.ignored.append(f"_cursor: {error.diagnostics}")
+            request.cursor = None
     return request
 
 
@@ -511,3 +521,30 @@ def _include(registry: Registry, name: str, raw: str, *, iterate: bool, reverse:
     if target is not None and target not in definitions.resource_types():
         raise invalid_parameter(name, f"{name}={raw}: '{target}' is not a resource type.")
     return Include(source, code, target, iterate, reverse)
+
+
+# -- paging cursor ------------------------------------------------------------------------------
+
+
+def sort_signature(sort: list[SortKey]) -> str:
+    return ",".join(("-" if k.descending else "") + k.param.code for k in sort)
+
+
+def encode_cursor(direction: str, signature: str, keys: tuple[Any, ...], pk: int) -> str:
+    """An opaque ``_cursor``: direction (next/previous), the sort it belongs to, the row's sort keys and res_pk."""
+    payload = json.dumps([direction, signature, list(keys), pk], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, signature: str, size: int) -> tuple[str, list[Any], int]:
+    try:
+        direction, sort, values, pk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        valid = direction in ("n", "p") and isinstance(values, list) and len(values) == size and isinstance(pk, int)
+    except (ValueError, TypeError):
+        valid, sort = False, None
+    if not valid:
+        message = "The paging cursor is not one this server issued; start again from the first page."
+        raise invalid_parameter("_cursor", message)
+    if sort != signature:
+        raise invalid_parameter("_cursor", "The paging cursor belongs to another _sort; start again from page one.")
+    return direction, values, pk

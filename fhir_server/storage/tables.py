@@ -160,6 +160,7 @@ reference_index = Table(
     Column("url", Text, nullable=True, comment="absolute or canonical reference that is not local"),
     Index("ix_reference_target", "target_type", "target_id", "param", "res_type"),
     Index("ix_reference_lookup", "res_type", "param", "target_id"),
+    Index("ix_reference_url", "res_type", "param", "url"),
     Index("ix_reference_res", "res_pk"),
 )
 

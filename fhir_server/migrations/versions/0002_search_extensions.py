@@ -1,4 +1,4 @@
-"""search: composite groups, coordinates for near, prefix indexes on PostgreSQL
+"""search: composite groups, coordinates for near, reference URLs, prefix indexes on PostgreSQL
 
 Revision ID: 0002
 Revises: 0001
@@ -38,6 +38,8 @@ def upgrade() -> None:
     with op.batch_alter_table("idx_coords", schema=None) as batch_op:
         batch_op.create_index("ix_coords_lookup", ["res_type", "param", "latitude", "longitude"], unique=False)
         batch_op.create_index("ix_coords_res", ["res_pk"], unique=False)
+    with op.batch_alter_table("idx_reference", schema=None) as batch_op:
+        batch_op.create_index("ix_reference_url", ["res_type", "param", "url"], unique=False)
     if op.get_bind().dialect.name == "postgresql":
         op.create_index(
             "ix_string_prefix",
@@ -54,6 +56,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index("ix_uri_prefix", table_name="idx_uri")
         op.drop_index("ix_string_prefix", table_name="idx_string")
+    op.drop_index("ix_reference_url", table_name="idx_reference")
     op.drop_table("idx_coords")
     for table in _GROUPED:
         with op.batch_alter_table(table, schema=None) as batch_op:

@@ -10,15 +10,18 @@ from ehr_archive.identifiers import (
     RESIDENT_ID_SYSTEM,
     SOCIAL_SECURITY_CARD_SYSTEM,
     mrn_system,
+    resident_id_check_char,
 )
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 MRN_SYSTEM = mrn_system("org-hongshizi")
+RESIDENT_ID = "45040319800501001" + resident_id_check_char("45040319800501001")
+OTHER_RESIDENT_ID = "45040319500101001" + resident_id_check_char("45040319500101001")
 
 REGIONAL_IDENTIFIERS = {
-    RESIDENT_ID_SYSTEM: "45040319800501001X",
+    RESIDENT_ID_SYSTEM: RESIDENT_ID,
     NCMS_CARD_SYSTEM: "4504000012345678",
     CITIZEN_CARD_SYSTEM: "880012345678",
     SOCIAL_SECURITY_CARD_SYSTEM: "K12345678",
@@ -170,7 +173,7 @@ RESOURCES: list[dict[str, Any]] = [
         "id": "by-identifier",
         "status": "final",
         "code": _code("8480-6"),
-        "subject": {"identifier": {"system": RESIDENT_ID_SYSTEM, "value": "450403195001010011"}},
+        "subject": {"identifier": {"system": RESIDENT_ID_SYSTEM, "value": OTHER_RESIDENT_ID}},
     },
     {
         "resourceType": "Location",

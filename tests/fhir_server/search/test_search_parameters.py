@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fhir_server.search.parameters import LOCAL_BASE
-from tests.fhir_server.search.dataset import MRN_SYSTEM, REGIONAL_IDENTIFIERS, RESOURCES, V2_0203
+from tests.fhir_server.search.dataset import MRN_SYSTEM, OTHER_RESIDENT_ID, REGIONAL_IDENTIFIERS, RESOURCES, V2_0203
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,9 @@ CASES = [
     ("Observation?date=2024-01-01", set()),
     ("Observation?date=2024-02", {"Observation/bp-2"}),
     ("Observation?date=2024-02-01", set()),
-    ("Observation?date=ge2024-02-02", {"Observation/panel"} | {"Observation/bp-2"}),
+    # ge: above the search range, or inside it; a period that merely overlaps 2024-02-02 is neither
+    ("Observation?date=ge2024-02-02", {"Observation/panel"}),
+    ("Observation?date=ge2024-02-01", {"Observation/panel", "Observation/bp-2"}),
     ("Observation?date=sa2024-01-02", {"Observation/bp-2", "Observation/panel", "Observation/remote"}),
     ("Encounter?date=2024-01", {"Encounter/enc-1"}),
     ("Encounter?date=2024-01-02", set()),
@@ -122,7 +124,8 @@ CASES = [
     ("Observation?_lastUpdated=lt2000-01-01", set()),
     # number and quantity
     ("RiskAssessment?probability=0.25", {"RiskAssessment/risk-low"}),
-    ("RiskAssessment?probability=0.3", set()),
+    ("RiskAssessment?probability=0.3", {"RiskAssessment/risk-low"}),
+    ("RiskAssessment?probability=0.30", set()),
     ("RiskAssessment?probability=gt0.5", {"RiskAssessment/risk-high"}),
     ("RiskAssessment?probability=le0.25", {"RiskAssessment/risk-low"}),
     ("RiskAssessment?probability=ne0.25", {"RiskAssessment/risk-high"}),
@@ -153,7 +156,7 @@ CASES = [
     ("Observation?subject:Group=zhangsan", set()),
     ("Observation?patient=http://testserver/fhir/Patient/muller", {"Observation/weight", "Observation/panel"}),
     ("Observation?subject=http://other.example.org/fhir/Patient/999", {"Observation/remote"}),
-    ("Observation?subject:identifier=urn:oid:2.16.156.10011.1.3|450403195001010011", {"Observation/by-identifier"}),
+    ("Observation?subject:identifier=urn:oid:2.16.156.10011.1.3|" + OTHER_RESIDENT_ID, {"Observation/by-identifier"}),
     ("Observation?subject:missing=true", set()),
     ("Observation?encounter:missing=false", {"Observation/bp-1"}),
     ("Observation?date:missing=true", {"Observation/dipstick", "Observation/by-identifier"}),
@@ -183,7 +186,8 @@ CASES = [
     # special: near
     ("Location?near=23.48|111.28|5|km", {"Location/loc-wuzhou"}),
     ("Location?near=23.48|111.28|250|km", {"Location/loc-wuzhou", "Location/loc-guangzhou"}),
-    ("Location?near=23.48|111.28|5000|m", set()),
+    ("Location?near=23.48|111.28|100|m", set()),
+    ("Location?near=23.48|111.28|1000|m", {"Location/loc-wuzhou"}),
     ("Location?near=23.48|111.28|200|mi", {"Location/loc-wuzhou", "Location/loc-guangzhou"}),
     ("Location?near=23.48|111.28", {"Location/loc-wuzhou"}),
 ]
