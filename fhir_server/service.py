@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 import jsonpatch
 from sqlalchemy import Connection
 
+from fhir_server import fhirpath_patch
 from fhir_server.errors import FhirError, Issue, invalid, precondition_failed
 from fhir_server.repository import Repository, Version, WriteResult, check_id, expect_id
 from fhir_server.search.parameters import Registry, default_registry
@@ -26,6 +27,18 @@ class CreateOutcome:
 
     version: Version
     created: bool
+
+
+def apply_patch(resource: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """A JSON Patch document (RFC 6902, a JSON array) or a FHIRPath Patch (a Parameters resource)."""
+    if isinstance(patch, dict) and patch.get("resourceType") == "Parameters":
+        return fhirpath_patch.apply(resource, patch)
+    if not isinstance(patch, list):
+        raise invalid("A patch is a JSON Patch array (RFC 6902) or a FHIRPath Patch Parameters resource.")
+    try:
+        return jsonpatch.apply_patch(resource, patch)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+        raise FhirError("processing", f"The JSON Patch cannot be applied: {exc}") from None
 
 
 WriteCheck = Callable[[dict[str, Any]], list[Issue]]
@@ -128,18 +141,13 @@ class FhirService:
     def patch(
         self, conn: Connection, res_type: str, res_id: str, patch: Any, *, if_match: int | None = None
     ) -> WriteResult:
-        """JSON Patch (RFC 6902) on the current version (R4B §3.1.0.6); the result is validated like a PUT."""
+        """JSON Patch or FHIRPath Patch on the current version (R4B §3.1.0.6); validated like a PUT."""
         current = self.repository.current(conn, res_type, res_id, lock=True)
         if current is None:
             raise FhirError("not-found", f"{res_type}/{res_id} is not known to this server.")
         if if_match is not None and if_match != current.version:
             raise precondition_failed(f"{res_type}/{res_id} is at version {current.version}, not {if_match}.")
-        if not isinstance(patch, list):
-            raise invalid("A JSON Patch document is a JSON array of operations (RFC 6902).")
-        try:
-            patched = jsonpatch.apply_patch(current.resource(), patch)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
-            raise FhirError("processing", f"The JSON Patch cannot be applied: {exc}") from None
+        patched = apply_patch(current.resource(), patch)
         if patched.get("resourceType") != res_type or patched.get("id") != res_id:
             raise invalid("A patch may not change resourceType or id.")
         self.validate(patched, res_type)

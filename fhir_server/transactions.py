@@ -311,7 +311,9 @@ def _patch_document(resource: Any) -> Any:
             return orjson.loads(base64.b64decode(resource.get("data", "")))
         except (ValueError, orjson.JSONDecodeError):
             raise invalid("The PATCH entry's Binary does not hold a JSON Patch document.") from None
-    raise FhirError("not-supported", "PATCH entries take a Binary holding a JSON Patch (application/json-patch+json).")
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        return resource
+    raise FhirError("not-supported", "PATCH entries take a Binary holding a JSON Patch or a FHIRPath Patch Parameters.")
 
 
 _CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?.")

@@ -42,7 +42,7 @@ def capability_statement(registry: Registry, base: str, *, software_version: str
         "implementation": {"description": "Wuzhou regional health archive", "url": base},
         "fhirVersion": definitions.FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
-        "patchFormat": ["application/json-patch+json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [
             {
                 "mode": "server",

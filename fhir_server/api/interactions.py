@@ -236,7 +236,7 @@ def router(ctx: Context) -> APIRouter:
     async def patch(request: Request, res_type: str, res_id: str) -> Response:
         check_accept(request)
         known_type(res_type)
-        check_content_type(request, JSON_PATCH)
+        check_content_type(request, JSON_PATCH, *_RESOURCE_BODY)
         document = parse_json(await read_body(request, limit))
         if_match = if_match_version(request)
         result = await ctx.run(lambda conn: service.patch(conn, res_type, res_id, document, if_match=if_match))
@@ -251,7 +251,7 @@ def router(ctx: Context) -> APIRouter:
         query = request.url.query
         if not query:
             raise FhirError("method-not-allowed", f"PATCH {res_type} needs an id in the URL or search parameters.")
-        check_content_type(request, JSON_PATCH)
+        check_content_type(request, JSON_PATCH, *_RESOURCE_BODY)
         document = parse_json(await read_body(request, limit))
         if_match = if_match_version(request)
         result = await ctx.run(
