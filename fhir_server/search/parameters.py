@@ -148,21 +148,21 @@ class Registry:
             if spec.get("status") == "active" and self.check(spec) is None:
                 added.extend(self._add(layer, spec))
         with self._lock:
-            self._custom = layer
             self._merged = {}
+            self._custom = layer
             self.custom_stamp = stamp
         return added
 
     # -- lookup ---------------------------------------------------------------------------------
 
     def for_type(self, resource_type: str) -> dict[str, SearchParam]:
-        merged = self._merged.get(resource_type)
+        cache, custom = self._merged, self._custom  # read once: a concurrent reload swaps both
+        merged = cache.get(resource_type)
         if merged is None:
-            fixed, custom = self._fixed, self._custom
             merged = {}
-            for layer in (fixed, custom):
+            for layer in (self._fixed, custom):
                 merged |= layer.get("Resource", {}) | layer.get("DomainResource", {}) | layer.get(resource_type, {})
-            self._merged[resource_type] = merged
+            cache[resource_type] = merged
         return merged
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
@@ -176,8 +176,8 @@ class Registry:
         with self._lock:
             layer = {base: dict(params) for base, params in self._custom.items()}
             added = self._add(layer, spec)
-            self._custom = layer
             self._merged = {}
+            self._custom = layer
         return added
 
 

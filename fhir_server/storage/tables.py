@@ -115,6 +115,7 @@ number_index = Table(
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
     Index("ix_number_lookup", "res_type", "param", "low"),
+    Index("ix_number_high", "res_type", "param", "high"),
     Index("ix_number_res", "res_pk"),
 )
 
@@ -130,6 +131,7 @@ quantity_index = Table(
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
     Index("ix_quantity_lookup", "res_type", "param", "code", "low"),
+    Index("ix_quantity_high", "res_type", "param", "high"),
     Index("ix_quantity_res", "res_pk"),
 )
 

@@ -40,6 +40,11 @@ def upgrade() -> None:
         batch_op.create_index("ix_coords_res", ["res_pk"], unique=False)
     with op.batch_alter_table("idx_reference", schema=None) as batch_op:
         batch_op.create_index("ix_reference_url", ["res_type", "param", "url"], unique=False)
+    # gt/ge/sa on numbers and quantities compare the upper bound (without a unit for quantities).
+    with op.batch_alter_table("idx_number", schema=None) as batch_op:
+        batch_op.create_index("ix_number_high", ["res_type", "param", "high"], unique=False)
+    with op.batch_alter_table("idx_quantity", schema=None) as batch_op:
+        batch_op.create_index("ix_quantity_high", ["res_type", "param", "high"], unique=False)
     if op.get_bind().dialect.name == "postgresql":
         op.create_index(
             "ix_string_prefix",
@@ -56,6 +61,8 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index("ix_uri_prefix", table_name="idx_uri")
         op.drop_index("ix_string_prefix", table_name="idx_string")
+    op.drop_index("ix_quantity_high", table_name="idx_quantity")
+    op.drop_index("ix_number_high", table_name="idx_number")
     op.drop_index("ix_reference_url", table_name="idx_reference")
     op.drop_table("idx_coords")
     for table in _GROUPED:

@@ -10,22 +10,22 @@ from fhir_server.storage.engine import unit_of_work
 from fhir_server.storage.tables import INDEX_TABLES
 
 
-def test_reindex_rebuilds_every_index_row(search_client, engine):
+def test_reindex_rebuilds_every_index_row(client, engine):
     for family in ("黄", "Huang", "Wong"):
-        search_client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": family}]})
-    search_client.post("/fhir/Location", json={"resourceType": "Location", "position": {"latitude": 1, "longitude": 2}})
+        client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": family}]})
+    client.post("/fhir/Location", json={"resourceType": "Location", "position": {"latitude": 1, "longitude": 2}})
     with unit_of_work(engine, write=False) as conn:
         before = {k: conn.execute(select(func.count()).select_from(t)).scalar_one() for k, t in INDEX_TABLES.items()}
     with unit_of_work(engine) as conn:
         for table in INDEX_TABLES.values():
             conn.execute(delete(table))
-    assert search_client.get("/fhir/Patient", params={"name-pinyin": "huang"}).json()["total"] == 0
+    assert client.get("/fhir/Patient", params={"name-pinyin": "huang"}).json()["total"] == 0
     progress: list[tuple[int, int]] = []
     count = reindex_database(engine, default_registry(), progress=lambda done, total: progress.append((done, total)))
     assert count == 4 and progress[-1] == (4, 4)
     with unit_of_work(engine, write=False) as conn:
         after = {k: conn.execute(select(func.count()).select_from(t)).scalar_one() for k, t in INDEX_TABLES.items()}
     assert after == before
-    assert search_client.get("/fhir/Patient", params={"name-pinyin": "huang"}).json()["total"] == 1
-    assert search_client.get("/fhir/Patient", params={"family": "huang"}).json()["total"] == 1
+    assert client.get("/fhir/Patient", params={"name-pinyin": "huang"}).json()["total"] == 1
+    assert client.get("/fhir/Patient", params={"family": "huang"}).json()["total"] == 1
     assert reindex_database(engine, default_registry(), "Location") == 1

@@ -67,5 +67,5 @@ async def scenario(base_url: str) -> None:
     assert await lenient.resources("Patient").search(identifier=f"urn:test:fhirpy|{marker}-0").count() == 1
 
 
-def test_fhirpy_search_paging_and_includes(search_server):
-    asyncio.run(scenario(search_server.base_url))
+def test_fhirpy_search_paging_and_includes(live_server):
+    asyncio.run(scenario(live_server.base_url))

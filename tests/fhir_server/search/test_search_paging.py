@@ -29,8 +29,8 @@ def families(bundle: dict) -> list[str]:
     return [e["resource"]["name"][0]["family"] for e in bundle.get("entry", [])]
 
 
-def test_sorted_pages_neither_repeat_nor_skip_when_writes_happen_between_fetches(search_client):
-    client = search_client
+def test_sorted_pages_neither_repeat_nor_skip_when_writes_happen_between_fetches(client):
+    client = client
     tag = uuid.uuid4().hex
     ids = {}
     for i in range(10):
@@ -50,8 +50,8 @@ def test_sorted_pages_neither_repeat_nor_skip_when_writes_happen_between_fetches
     assert seen == expected
 
 
-def test_default_order_pages_are_stable_under_a_concurrent_writer(search_client, engine):
-    client = search_client
+def test_default_order_pages_are_stable_under_a_concurrent_writer(client, engine):
+    client = client
     tag = uuid.uuid4().hex
     originals = [client.post("/fhir/Patient", json=patient(tag, f"c{i:02d}")).json()["id"] for i in range(12)]
     stop = threading.Event()
@@ -81,8 +81,8 @@ def test_default_order_pages_are_stable_under_a_concurrent_writer(search_client,
 
 
 @pytest.mark.parametrize("count", [1, 5])
-def test_previous_links_walk_back_over_the_same_pages(search_client, count):
-    client = search_client
+def test_previous_links_walk_back_over_the_same_pages(client, count):
+    client = client
     tag = uuid.uuid4().hex
     for i in range(7):
         client.post("/fhir/Patient", json=patient(tag, f"b{i}"))

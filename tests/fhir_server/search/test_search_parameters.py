@@ -9,11 +9,12 @@ from tests.fhir_server.search.dataset import MRN_SYSTEM, OTHER_RESIDENT_ID, REGI
 
 
 @pytest.fixture(scope="module")
-def client(search_client):
+def client(client):
+    """The application's client, with the data set stored (once per backend)."""
     for resource in RESOURCES:
-        response = search_client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
+        response = client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
         assert response.status_code == 201, response.text
-    return search_client
+    return client
 
 
 def found(client, path: str, params=None, **kwargs) -> set[str]:

@@ -10,11 +10,12 @@ from tests.fhir_server.search.dataset import RESOURCES
 
 
 @pytest.fixture(scope="module")
-def client(search_client):
+def client(client):
+    """The application's client, with the data set stored (once per backend)."""
     for resource in RESOURCES:
-        response = search_client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
+        response = client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
         assert response.status_code == 201, response.text
-    return search_client
+    return client
 
 
 def bundle(client, path: str, params=None, **kwargs) -> dict:
