@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -12,6 +14,7 @@ from sqlalchemy.engine import make_url
 from fhir_server.config import Settings
 
 WRITE = "hie_write"
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def create_db_engine(settings: Settings) -> Engine:
@@ -27,6 +30,8 @@ def create_db_engine(settings: Settings) -> Engine:
             connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_ms / 1000},
         )
         _configure_sqlite(engine, settings)
+        # Writers of one process queue on a lock instead of sleeping in SQLite's busy handler.
+        _WRITE_LOCKS[engine] = threading.RLock()
         return engine
     return create_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
 
@@ -59,7 +64,8 @@ def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
 
     The transaction begins at the first statement, so validation before it holds no lock.
     """
-    with engine.connect() as connection:
+    lock = _WRITE_LOCKS.get(engine) if write else None
+    with lock or nullcontext(), engine.connect() as connection:
         if write:
             connection.execution_options(**{WRITE: True})
         try:
