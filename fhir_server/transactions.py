@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError, Issue, http_status, invalid, operation_outcome
-from fhir_server.repository import Version, instant
+from fhir_server.repository import Version, check_id, instant
 from fhir_server.service import FhirService
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -208,7 +208,9 @@ class BundleProcessor:
             res_type, res_id = entry.target.split("/", 1)  # type: ignore[union-attr]
             entry.resource["id"] = res_id  # type: ignore[index]
             if_match = _version_of(entry.request.get("ifMatch"))
-            result = self.service.update(conn, res_type, res_id, entry.resource, if_match=if_match)  # type: ignore[arg-type]
+            # Validated with the whole bundle already: write without validating twice.
+            check_id(res_id)
+            result = self.service.repository.update(conn, res_type, res_id, entry.resource, if_match=if_match)  # type: ignore[arg-type]
             entry.response = _response(result.version, 201 if result.created else 200, prefer)
         elif entry.method == "PATCH":
             res_type, res_id = entry.target.split("/", 1)  # type: ignore[union-attr]
