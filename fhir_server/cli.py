@@ -7,6 +7,8 @@ import logging
 import typer
 import uvicorn
 
+from adapters.hl7v2.cli import hl7_app, mllp
+from fhir_server.bulk.cli import import_command
 from fhir_server.config import load_settings
 
 app = typer.Typer(help="Wuzhou Health Information Exchange", no_args_is_help=True)
@@ -14,6 +16,9 @@ db_app = typer.Typer(help="Database schema and maintenance", no_args_is_help=Tru
 demo_app = typer.Typer(help="Demo data for the embedded default", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
+app.add_typer(hl7_app, name="hl7")
+app.command("mllp")(mllp)
+app.command("import")(import_command)
 
 
 @app.command()
@@ -35,6 +40,17 @@ def serve(
     )
 
 
+@app.command()
+def worker(
+    beat: bool = typer.Option(True, help="Also run the periodic sweep (Celery beat) in this worker."),
+    concurrency: int = typer.Option(4, help="Tasks run at once."),
+) -> None:
+    """Run a Celery worker for notifications and bulk export (HIE_BACKGROUND=celery on the API side)."""
+    from fhir_server.worker import run_worker
+
+    run_worker(load_settings(), beat=beat, concurrency=concurrency)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the database schema (Alembic)."""
@@ -44,6 +60,28 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     settings = load_settings()
     upgrade(create_db_engine(settings), revision)
     typer.echo(f"Database at {_safe_url(settings.database_url)} is at revision {revision}.")
+
+
+@db_app.command("reindex")
+def db_reindex(res_type: str | None = typer.Option(None, "--type", help="Only resources of this type.")) -> None:
+    """Rebuild the search index rows (after a SearchParameter became active, or a change of extraction)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fhir_server.search.parameters import default_registry
+    from fhir_server.search.reindex import reindex_database
+    from fhir_server.storage import create_db_engine
+
+    settings = load_settings()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task(f"Reindexing {res_type or 'every type'}", total=None)
+        count = reindex_database(
+            create_db_engine(settings),
+            default_registry(),
+            res_type,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    typer.echo(f"Reindexed {count} resources.")
 
 
 @demo_app.command("load")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,11 +85,20 @@ def check_id(resource_id: str) -> str:
     return resource_id
 
 
+WriteHook = Callable[[Connection, Sequence[Version]], None]
+"""Called with the versions a write stored, inside its transaction (e.g. the outbox)."""
+
+
 class Repository:
     """Versioned storage of every resource type with its search indexes kept in step."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, on_write: Sequence[WriteHook] = ()) -> None:
         self.registry = registry
+        self.on_write = list(on_write)
+
+    def _written(self, conn: Connection, versions: Sequence[Version]) -> None:
+        for hook in self.on_write:
+            hook(conn, versions)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -212,7 +222,9 @@ class Repository:
         ).scalar_one()
         self._write_version(conn, res_pk, res_type, 1, ts, method, body)
         self._write_index(conn, res_pk, res_type, resource, replace=False)
-        return WriteResult(Version(res_type, res_id, 1, ts, method, body, res_pk), created=True)
+        written = Version(res_type, res_id, 1, ts, method, body, res_pk)
+        self._written(conn, [written])
+        return WriteResult(written, created=True)
 
     def create_many(self, conn: Connection, items: list[tuple[dict[str, Any], str]]) -> list[Version]:
         """Bulk create of new resources ``(resource, id)``: one statement per table, not per resource."""
@@ -251,6 +263,7 @@ class Repository:
         conn.execute(insert(resource_versions), version_rows)
         for param_type, batch in index_batches.items():
             conn.execute(insert(INDEX_TABLES[param_type]), batch)
+        self._written(conn, versions)
         return versions
 
     def update(
@@ -288,7 +301,9 @@ class Repository:
         self._write_version(conn, existing.res_pk, res_type, version, ts, method, body)
         self._write_index(conn, existing.res_pk, res_type, resource, replace=not existing.deleted)
         created = existing.deleted
-        return WriteResult(Version(res_type, res_id, version, ts, method, body, existing.res_pk), created=created)
+        written = Version(res_type, res_id, version, ts, method, body, existing.res_pk)
+        self._written(conn, [written])
+        return WriteResult(written, created=created)
 
     def delete(self, conn: Connection, res_type: str, res_id: str, *, if_match: int | None = None) -> Version | None:
         """Write a tombstone version; deleting what is already deleted or unknown changes nothing."""
@@ -313,10 +328,32 @@ class Repository:
         self._write_version(conn, existing.res_pk, res_type, version, ts, "DELETE", None)
         for table in INDEX_TABLES.values():
             conn.execute(delete(table).where(table.c.res_pk == existing.res_pk))
-        return Version(res_type, res_id, version, ts, "DELETE", None, existing.res_pk)
+        tombstone = Version(res_type, res_id, version, ts, "DELETE", None, existing.res_pk)
+        self._written(conn, [tombstone])
+        return tombstone
 
     def reindex(self, conn: Connection, version: Version) -> None:
         self._write_index(conn, version.res_pk, version.res_type, version.resource(), replace=True)
+
+    def deleted_resources(self, conn: Connection, res_type: str, *, limit: int) -> list[Version]:
+        """Tombstones (current versions of deleted resources) of a type, oldest resource first."""
+        pks = conn.execute(
+            select(resources.c.res_pk)
+            .where(resources.c.res_type == res_type, resources.c.deleted.is_(True))
+            .order_by(resources.c.res_pk)
+            .limit(limit)
+        ).scalars()
+        return self.load_many(conn, list(pks))
+
+    def expunge(self, conn: Connection, res_pks: Sequence[int]) -> int:
+        """Hard-delete resources: every version, every index row and the resource row; returns versions removed."""
+        if not res_pks:
+            return 0
+        for table in INDEX_TABLES.values():
+            conn.execute(delete(table).where(table.c.res_pk.in_(res_pks)))
+        removed = conn.execute(delete(resource_versions).where(resource_versions.c.res_pk.in_(res_pks))).rowcount
+        conn.execute(delete(resources).where(resources.c.res_pk.in_(res_pks)))
+        return removed
 
     def _write_version(
         self,
@@ -443,4 +480,4 @@ def expect_id(resource: dict[str, Any], url_id: str) -> None:
         raise invalid(f"The body's id '{body_id}' does not match the id '{url_id}' in the URL.", expression=("id",))
 
 
-__all__ = ["FhirError", "Repository", "Version", "WriteResult", "check_id", "expect_id", "instant"]
+__all__ = ["FhirError", "Repository", "Version", "WriteHook", "WriteResult", "check_id", "expect_id", "instant"]

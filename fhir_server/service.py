@@ -15,7 +15,9 @@ from sqlalchemy import Connection
 
 from fhir_server import fhirpath_patch
 from fhir_server.errors import FhirError, Issue, invalid, precondition_failed
-from fhir_server.repository import Repository, Version, WriteResult, check_id, expect_id
+from fhir_server.outbox import record_writes
+from fhir_server.repository import Repository, Version, WriteHook, WriteResult, check_id, expect_id
+from fhir_server.search.custom import check_search_parameter, sync_custom_parameters
 from fhir_server.search.parameters import Registry, default_registry
 from fhir_server.search.query import find
 from fhir_server.validation import validate_resource
@@ -60,16 +62,18 @@ class FhirService:
         allow_multiple_delete: bool = True,
         max_delete: int = 100,
         checks: Sequence[WriteCheck] = (),
+        on_write: Sequence[WriteHook] = (record_writes,),
     ):
         self.registry = registry or default_registry()
         self.checks = tuple(checks)
-        self.repository = Repository(self.registry)
+        self.repository = Repository(self.registry, on_write=on_write)
         self.allow_multiple_delete = allow_multiple_delete
         self.max_delete = max_delete
 
     def validate(self, resource: Any, expected: str | None = None) -> str:
         """R4B validation plus the domain checks registered on this service."""
         res_type = validate_resource(resource, expected)
+        check_search_parameter(self.registry, resource)
         errors = [issue for check in self.checks for issue in check(resource) if issue.severity in ("error", "fatal")]
         if errors:
             raise FhirError("invalid", f"The {res_type} breaks {len(errors)} regional rule(s).", extra=errors)
@@ -80,6 +84,7 @@ class FhirService:
     def matches(self, conn: Connection, res_type: str, params: list[tuple[str, str]], *, limit: int = 2) -> list[int]:
         if not params:
             raise invalid(f"A conditional request on {res_type} needs search parameters.")
+        sync_custom_parameters(conn, self.registry)
         return find(conn, self.registry, res_type, params, limit=limit)
 
     # -- interactions ----------------------------------------------------------------------------
@@ -87,6 +92,7 @@ class FhirService:
     def create(self, conn: Connection, resource: dict[str, Any], *, if_none_exist: str | None = None) -> CreateOutcome:
         """Create (R4B §3.1.0.5), conditionally when ``if_none_exist`` holds a search query."""
         res_type = self.validate(resource)
+        sync_custom_parameters(conn, self.registry)
         if if_none_exist:
             params = parse_query(if_none_exist)
             self.repository.lock_condition(conn, f"{res_type}?{if_none_exist.lstrip('?')}")
@@ -112,6 +118,7 @@ class FhirService:
         check_id(res_id)
         self.validate(resource, res_type)
         expect_id(resource, res_id)
+        sync_custom_parameters(conn, self.registry)
         return self.repository.update(conn, res_type, res_id, resource, if_match=if_match)
 
     def conditional_update(
@@ -147,6 +154,7 @@ class FhirService:
             raise FhirError("not-found", f"{res_type}/{res_id} is not known to this server.")
         if if_match is not None and if_match != current.version:
             raise precondition_failed(f"{res_type}/{res_id} is at version {current.version}, not {if_match}.")
+        sync_custom_parameters(conn, self.registry)
         patched = apply_patch(current.resource(), patch)
         if patched.get("resourceType") != res_type or patched.get("id") != res_id:
             raise invalid("A patch may not change resourceType or id.")

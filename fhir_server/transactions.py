@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 
 from fhir_server.errors import FhirError, Issue, http_status, invalid, operation_outcome
 from fhir_server.repository import Version, check_id, instant
+from fhir_server.search.custom import sync_custom_parameters
 from fhir_server.service import FhirService
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -99,6 +100,7 @@ class BundleProcessor:
                     self.service.validate(entry.resource)
                 except FhirError as error:
                     raise _at_entry(error, entry) from None
+        sync_custom_parameters(conn, self.service.registry)
         self._lock_conditions(conn, entries)
         mapping = self._assign(conn, entries)
         for entry in entries:
@@ -250,6 +252,7 @@ class BundleProcessor:
     def batch(self, conn: Connection, bundle: dict[str, Any], *, prefer: str = "representation") -> dict:
         """Each entry on its own (a savepoint each); a failure is reported in its entry only."""
         entries = _entries(bundle, self.max_entries)
+        sync_custom_parameters(conn, self.service.registry)
         for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
             savepoint = conn.begin_nested()
             try:

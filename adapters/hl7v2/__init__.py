@@ -1,6 +1,8 @@
 """HL7 v2 without a database: parsing (v2.5.1 ch. 2), MLLP (Appendix C), ACKs (§2.9.2), ADT/ORU/SIU to FHIR R4B.
 
 A listener: `parse_message` -> `map_message` -> store the Bundle -> `build_ack`; on an Hl7v2Error, `ack_for_error`.
+That side needs the database and is imported by module path: `store` (received messages and dead letters), `apply`
+(`apply_message`), `listener` (MLLP over asyncio) and `cli` (`hie mllp`, `hie hl7`).
 """
 
 from adapters.hl7v2.ack import ack_for_error, build_ack

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from adapters.hl7v2.errors import (
     APPLICATION_INTERNAL_ERROR,
     ERROR_CODE_TEXT,
+    MESSAGE_ACCEPTED,
     Hl7v2Error,
 )
 from adapters.hl7v2.message import EncodingCharacters, MessageHeader
@@ -24,11 +25,13 @@ def build_ack(
     *,
     error: BaseException | None = None,
     ack_code: str | None = None,
+    note: str | None = None,
     control_id: str | None = None,
     timestamp: datetime | None = None,
 ) -> bytes:
     """The ACK, encoded like the message: applications swapped, same version, new MSH-10, MSA-2 = its MSH-10;
-    `error` makes it AE/AR with an ERR (other exceptions: AR 207, no detail); `header` is None if unreadable."""
+    `error` makes it AE/AR with an ERR (other exceptions: AR 207, no detail); `header` is None if unreadable.
+    `note` tells the sender something about an accepted message: MSA-3 before v2.5, else an ERR of severity I."""
     encoding = header.encoding if header else EncodingCharacters()
     version = (header.version if header else "") or _DEFAULT_VERSION
     code = ack_code or _ack_code(error)
@@ -52,11 +55,16 @@ def build_ack(
         fields += ["", "", "", "", "", encoding.escape_text(header.character_set)]
     segments = [encoding.field.join(fields)]
     msa = ["MSA", code, encoding.escape_text(header.control_id if header else "")]
-    if error is not None and _version(version) < (2, 5):
+    old_style = _version(version) < (2, 5)
+    if error is not None and old_style:
         msa.append(encoding.escape_text(_user_text(error)))
+    elif note and old_style:
+        msa.append(encoding.escape_text(note))
     segments.append(encoding.field.join(msa))
     if error is not None:
         segments.append(_err_segment(error, encoding, version))
+    elif note and not old_style:
+        segments.append(_information_segment(note, encoding))
     text = "\r".join(segments) + "\r"
     return text.encode(header.codec if header else "utf-8", errors="replace")
 
@@ -99,6 +107,12 @@ def _err_segment(error: BaseException, encoding: EncodingCharacters, version: st
         location = comp.join(parts).rstrip(comp)
     hl7_error_code = comp.join((code, esc(code_text), "HL70357"))
     return encoding.field.join(["ERR", "", location, hl7_error_code, "E", "", "", "", esc(_user_text(error))])
+
+
+def _information_segment(note: str, encoding: EncodingCharacters) -> str:
+    """ERR with ERR-3 0 (message accepted), ERR-4 severity I (table 0516) and the note as ERR-8 user message."""
+    code = encoding.component.join((MESSAGE_ACCEPTED, ERROR_CODE_TEXT[MESSAGE_ACCEPTED], "HL70357"))
+    return encoding.field.join(["ERR", "", "", code, "I", "", "", "", encoding.escape_text(note)])
 
 
 def _with_component_separator(text: str, encoding: EncodingCharacters) -> str:

@@ -17,6 +17,7 @@ __all__ = [
 ]
 
 # HL7 table 0357 (message error condition codes) used by this package.
+MESSAGE_ACCEPTED = "0"
 SEGMENT_SEQUENCE_ERROR = "100"
 REQUIRED_FIELD_MISSING = "101"
 DATA_TYPE_ERROR = "102"
@@ -24,9 +25,12 @@ TABLE_VALUE_NOT_FOUND = "103"
 UNSUPPORTED_MESSAGE_TYPE = "200"
 UNSUPPORTED_EVENT_CODE = "201"
 UNSUPPORTED_VERSION_ID = "203"
+UNKNOWN_KEY_IDENTIFIER = "204"
+DUPLICATE_KEY_IDENTIFIER = "205"
 APPLICATION_INTERNAL_ERROR = "207"
 
 ERROR_CODE_TEXT = {
+    MESSAGE_ACCEPTED: "Message accepted",
     SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
     REQUIRED_FIELD_MISSING: "Required field missing",
     DATA_TYPE_ERROR: "Data type error",
@@ -34,6 +38,8 @@ ERROR_CODE_TEXT = {
     UNSUPPORTED_MESSAGE_TYPE: "Unsupported message type",
     UNSUPPORTED_EVENT_CODE: "Unsupported event code",
     UNSUPPORTED_VERSION_ID: "Unsupported version id",
+    UNKNOWN_KEY_IDENTIFIER: "Unknown key identifier",
+    DUPLICATE_KEY_IDENTIFIER: "Duplicate key identifier",
     APPLICATION_INTERNAL_ERROR: "Application internal error",
 }
 

@@ -15,12 +15,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ehr_archive.identifiers import validate_patient_identifiers
 from fhir_server import definitions
-from fhir_server.api import interactions, search
+from fhir_server.api import bulk, interactions, operations, search, subscriptions
 from fhir_server.api.negotiation import FHIR_JSON
+from fhir_server.background import Background
 from fhir_server.config import Settings, load_settings
 from fhir_server.errors import FhirError, Issue, http_status, operation_outcome
 from fhir_server.service import FhirService
 from fhir_server.storage.engine import create_db_engine, unit_of_work
+from fhir_server.subscriptions.criteria import check_subscription
 
 log = logging.getLogger("hie.api")
 
@@ -46,7 +48,7 @@ class Context:
         self.service = FhirService(
             allow_multiple_delete=settings.allow_multiple_delete,
             max_delete=settings.max_conditional_delete,
-            checks=[patient_identifier_check],
+            checks=[patient_identifier_check, check_subscription],
         )
 
     async def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
@@ -96,8 +98,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or load_settings()
     engine = engine or create_db_engine(settings)
     context = Context(settings, engine)
-    app = FastAPI(title="Wuzhou Health Information Exchange", version="0.1.0", docs_url="/docs", redoc_url=None)
+    background = Background(settings, engine, context.service)
+    app = FastAPI(
+        title="Wuzhou Health Information Exchange",
+        version="0.1.0",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=background.lifespan,
+    )
     app.state.context = context
+    app.state.background = background
 
     @app.exception_handler(FhirError)
     async def _fhir_error(_request: Request, exc: FhirError) -> Response:
@@ -124,6 +134,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         body = operation_outcome([Issue("exception", f"Internal error ({type(exc).__name__}); it has been logged.")])
         return Response(content=_dump(body), status_code=500, media_type=FHIR_JSON)
 
+    app.include_router(subscriptions.router(context, background))  # before operations: $resend, the websocket
+    app.include_router(bulk.router(context, background))  # before operations and interactions: $export
+    app.include_router(operations.router(context))  # before interactions: Patient/$everything is no read
     app.include_router(search.router(context))
     app.include_router(interactions.router(context))
 

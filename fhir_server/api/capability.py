@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import definitions
+from fhir_server.operations import system_operations, type_operations
 from fhir_server.search.parameters import Registry
 from fhir_server.search.query import SUPPORTED_TYPES
 
@@ -30,6 +31,7 @@ def capability_statement(registry: Registry, base: str, *, software_version: str
                 for p in sorted(registry.for_type(res_type).values(), key=lambda p: p.code)
                 if p.type in SUPPORTED_TYPES
             ],
+            "operation": [{"name": o.code, "definition": o.definition()["url"]} for o in type_operations(res_type)],
         }
         resources.append(entry)
     return {
@@ -47,7 +49,8 @@ def capability_statement(registry: Registry, base: str, *, software_version: str
             {
                 "mode": "server",
                 "resource": resources,
-                "interaction": [{"code": "history-system"}],
+                "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
+                "operation": [{"name": o.code, "definition": o.definition()["url"]} for o in system_operations()],
             }
         ],
     }

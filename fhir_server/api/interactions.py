@@ -117,7 +117,7 @@ def router(ctx: Context) -> APIRouter:
     @api.get("/metadata")
     async def metadata(request: Request) -> Response:
         check_accept(request)
-        body = capability_statement(service.registry, ctx.base_url(request), software_version="0.1.0", search=False)
+        body = capability_statement(service.registry, ctx.base_url(request), software_version="0.1.0", search=True)
         return Response(dump(body, request), media_type=FHIR_JSON)
 
     async def history(request: Request, res_type: str | None, res_id: str | None) -> Response:

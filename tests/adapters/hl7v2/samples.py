@@ -59,3 +59,15 @@ def map_sample(name: str, *replacements: tuple[str, str]) -> dict[str, Any]:
         assert old in text, f"{old!r} is not in {name}"
         text = text.replace(old, new)
     return map_message(parse_message(wire_bytes(text)))
+
+
+def wire_variant(name: str, control_id: str, *replacements: tuple[str, str]) -> bytes:
+    """A sample as sent under another MSH-10, after replacing pieces of its text (each must be present)."""
+    text = message_text(name)
+    for old, new in replacements:
+        assert old in text, f"{old!r} is not in {name}"
+        text = text.replace(old, new)
+    msh, rest = text.split("\r", 1)
+    fields = msh.split("|")
+    fields[9] = control_id
+    return wire_bytes("|".join(fields) + "\r" + rest)

@@ -130,3 +130,22 @@ def test_explicit_ack_code_overrides() -> None:
     header = parse_message(message_bytes("adt_a01.hl7")).header
 
     assert parse_message(build_ack(header, ack_code="CA")).require("MSA").value(1) == "CA"
+
+
+def test_note_on_an_accept_is_an_information_err_from_v2_5() -> None:
+    header = parse_message(message_bytes("adt_a01.hl7")).header
+
+    ack = parse_message(build_ack(header, note="duplicate of message 7; not applied again"))
+
+    assert ack.require("MSA").value(1) == "AA"
+    assert ack.require("MSA").value(3) == ""
+    err = ack.require("ERR")
+    assert (err.value(3), err.value(4), err.value(8)) == ("0", "I", "duplicate of message 7; not applied again")
+
+
+def test_note_on_an_accept_is_msa_3_before_v2_5() -> None:
+    ack = parse_message(build_ack(parse_message(MINIMAL).header, note="duplicate; not applied again"))
+
+    assert ack.require("MSA").value(1) == "AA"
+    assert ack.require("MSA").value(3) == "duplicate; not applied again"
+    assert ack.segment("ERR") is None

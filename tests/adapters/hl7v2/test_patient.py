@@ -18,7 +18,7 @@ def test_patient_from_a_utf8_admission() -> None:
     assert entry["request"] == {"method": "PUT", "url": f"Patient?identifier={MRN}|0012345678"}
     assert [(i["system"], i["value"]) for i in patient["identifier"]] == [
         (MRN, "0012345678"),
-        (RESIDENT_ID_SYSTEM, "450403195803120016"),
+        (RESIDENT_ID_SYSTEM, "450403195803120012"),
     ]
     assert patient["identifier"][1]["type"]["coding"][0]["code"] == "NI"
     assert patient["name"][0] == {"use": "official", "text": "陈建国", "family": "陈", "given": ["建国"]}
@@ -75,7 +75,7 @@ def test_resident_id_is_the_key_when_there_is_no_mrn() -> None:
     bundle = map_sample("adt_a01.hl7", ("0012345678^^^450400-001^MR~", ""))
 
     assert (
-        entry_for(bundle, "Patient")["request"]["url"] == f"Patient?identifier={RESIDENT_ID_SYSTEM}|450403195803120016"
+        entry_for(bundle, "Patient")["request"]["url"] == f"Patient?identifier={RESIDENT_ID_SYSTEM}|450403195803120012"
     )
 
 
@@ -91,7 +91,7 @@ def test_identifier_of_unknown_namespace_is_kept_without_system() -> None:
 
 
 def test_no_usable_identifier_is_missing_pid_3() -> None:
-    replace = ("0012345678^^^450400-001^MR~450403195803120016^^^CHN^NI", "G12345678^^^CHN^PPN")
+    replace = ("0012345678^^^450400-001^MR~450403195803120012^^^CHN^NI", "G12345678^^^CHN^PPN")
     with pytest.raises(MissingRequiredError) as caught:
         map_sample("adt_a01.hl7", replace)
 
