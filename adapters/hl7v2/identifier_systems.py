@@ -1,6 +1,6 @@
 """Identifier systems for HL7 v2 feeds (CX, EI, HD: v2.5.1 §2.A.14, §2.A.25, §2.A.33), spelled in one place.
 
-Stand-in for the region's identifier module: the URIs match it, so swapping the import is the whole migration.
+The region's own systems come from its identifier module; this module adds the HL7 feed namespaces.
 """
 
 from __future__ import annotations
@@ -11,6 +11,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from adapters.hl7v2.message import Composite
+from ehr_archive.identifiers import (
+    CITIZEN_CARD_SYSTEM,
+    MRN_SYSTEM_PREFIX,
+    NCMS_CARD_SYSTEM,
+    RESIDENT_ID_SYSTEM,
+    SID_BASE,
+    SOCIAL_SECURITY_CARD_SYSTEM,
+)
 
 __all__ = [
     "CITIZEN_CARD_SYSTEM",
@@ -24,13 +32,6 @@ __all__ = [
     "IdentifierSystems",
 ]
 
-# Resident identity card number (公民身份号码), OID from the national health information standards.
-RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
-SID_BASE = "https://hie.wuzhou.gov.cn/fhir/sid/"
-NCMS_CARD_SYSTEM = SID_BASE + "ncms-card"
-SOCIAL_SECURITY_CARD_SYSTEM = SID_BASE + "social-security-card"
-CITIZEN_CARD_SYSTEM = SID_BASE + "citizen-card"
-MRN_SYSTEM_PREFIX = SID_BASE + "mrn/"
 FACILITY_SYSTEM = SID_BASE + "organization"
 
 # Keys of records copied from a sending facility's feed: one namespace per facility (and per filler application).
