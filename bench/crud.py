@@ -49,7 +49,10 @@ from unittest import mock
 
 import httpx
 import orjson
+from scratch_db import check_loopback, postgres_version, recreate_postgres
 from sqlalchemy.engine import make_url
+
+from ehr_archive.identifiers import resident_id_check_char
 
 if importlib.util.find_spec("sniffio") is None:
     # httpcore 1.0 runs `import sniffio` for every request; when sniffio is not installed each attempt searches
@@ -57,7 +60,6 @@ if importlib.util.find_spec("sniffio") is None:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 FHIR_JSON = "application/fhir+json"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hie_bench"
 DEFAULT_REQUESTS = 250
 DEFAULT_CLIENTS = (1, 8, 32)
@@ -95,13 +97,6 @@ _DISTRICTS = (
 _STREETS = "新兴路 大中路 南环路 西江路 珠山路 文澜路 富民路 龙华路 钱鉴路 三云路 蝶山路 兴龙路"
 _VILLAGES = "新村 石桥村 河口村 大塘村 上垌村 龙头村 平山村 中和村 古岭村 东安村"
 _HOSPITALS = ("450400-001", "450400-002", "450400-003", "450400-004")
-
-_ID_WEIGHTS = [2 ** (17 - i) % 11 for i in range(17)]
-
-
-def resident_id_check_char(first17: str) -> str:
-    """The GB 11643-1999 check character of an 18-character resident ID number (ISO 7064 MOD 11-2)."""
-    return "10X98765432"[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True)) % 11]
 
 
 def _weighted_surnames() -> list[str]:
@@ -266,12 +261,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def check_loopback(url: str) -> None:
-    host = make_url(url).host or "127.0.0.1"
-    if host not in LOOPBACK:
-        raise SystemExit(f"refusing to benchmark against {host}: only loopback addresses are allowed")
-
-
 def postgres_answers(url: str) -> bool:
     parsed = make_url(url)
     try:
@@ -279,43 +268,6 @@ def postgres_answers(url: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def _admin_conninfo(url: str) -> tuple[str, str]:
-    """(libpq conninfo of the server's ``postgres`` database, name of the scratch database)."""
-    parsed = make_url(url)
-    parts = {
-        "host": parsed.host or "127.0.0.1",
-        "port": str(parsed.port or 5432),
-        "user": parsed.username or "postgres",
-        "dbname": "postgres",
-    }
-    if parsed.password:
-        parts["password"] = str(parsed.password)
-    return " ".join(f"{k}={v}" for k, v in parts.items()), parsed.database or "hie_bench"
-
-
-def recreate_postgres(url: str, *, drop_only: bool = False) -> None:
-    import psycopg
-    from psycopg import sql
-
-    conninfo, name = _admin_conninfo(url)
-    if name in ("postgres", "template0", "template1"):
-        raise SystemExit(f"refusing to drop the PostgreSQL database '{name}'; name a scratch database")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        if not drop_only:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def postgres_version(url: str) -> str:
-    import psycopg
-
-    conninfo, _ = _admin_conninfo(url)
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-        sync = conn.execute("SHOW synchronous_commit").fetchone()
-    return f"PostgreSQL {row[0] if row else '?'} (synchronous_commit={sync[0] if sync else '?'})"
 
 
 def prepare_database(target: Target, workdir: Path, postgres_url: str) -> None:

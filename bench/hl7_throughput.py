@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratch_db import check_loopback, postgres_version, recreate_postgres
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from adapters.hl7v2.mllp import MllpDecoder, frame
 from adapters.hl7v2.parse import parse_message
@@ -46,7 +46,6 @@ from ehr_archive.identifiers import resident_id_check_char
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "adapters" / "hl7v2" / "messages"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hie_bench_hl7"
 MAX_MESSAGES = 5000
 TEMPLATES = ("adt_a01.hl7", "oru_r01.hl7", "siu_s12.hl7")
@@ -107,44 +106,6 @@ def sender_messages(senders: int, total: int, run: str) -> list[list[bytes]]:
 # --------------------------------------------------------------------------------------------------------------------
 # Databases and the listener process
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def check_loopback(url: str) -> None:
-    host = make_url(url).host or "127.0.0.1"
-    if host not in LOOPBACK:
-        raise SystemExit(f"refusing to benchmark against {host}: only loopback addresses are allowed")
-
-
-def _admin_conninfo(url: str) -> tuple[str, str]:
-    parsed = make_url(url)
-    parts = {"host": parsed.host or "127.0.0.1", "port": str(parsed.port or 5432)}
-    parts |= {"user": parsed.username or "postgres", "dbname": "postgres"}
-    if parsed.password:
-        parts["password"] = str(parsed.password)
-    return " ".join(f"{k}={v}" for k, v in parts.items()), parsed.database or "hie_bench_hl7"
-
-
-def recreate_postgres(url: str, *, drop_only: bool = False) -> None:
-    import psycopg
-    from psycopg import sql
-
-    conninfo, name = _admin_conninfo(url)
-    if name in ("postgres", "template0", "template1"):
-        raise SystemExit(f"refusing to drop the PostgreSQL database '{name}'; name a scratch database")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        if not drop_only:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def postgres_version(url: str) -> str:
-    import psycopg
-
-    conninfo, _ = _admin_conninfo(url)
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-        sync = conn.execute("SHOW synchronous_commit").fetchone()
-    return f"PostgreSQL {row[0] if row else '?'} (synchronous_commit={sync[0] if sync else '?'})"
 
 
 def migrate(url: str) -> None:
