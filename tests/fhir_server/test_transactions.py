@@ -187,3 +187,19 @@ def test_parallel_transactions_on_the_same_resources(live_server):
         if e.get("resource", {}).get("identifier", [{}])[0].get("value") == value
     }
     assert len(ids) == 1
+
+
+def test_operation_entries_are_refused_and_nothing_is_stored(client):
+    value = uuid.uuid4().hex
+    merge = {"resourceType": "Parameters", "parameter": [{"name": "source-patient", "valueString": "x"}]}
+    bundle = tx(
+        [
+            post_entry(patient(value)),
+            {"resource": merge, "request": {"method": "POST", "url": "Patient/$merge"}},
+        ]
+    )
+    response = client.post("/fhir", json=bundle)
+    assert response.status_code == 405
+    assert "Patient/$merge" in response.json()["issue"][0]["diagnostics"]
+    found = client.get("/fhir/Patient", params={"identifier": f"urn:test:tx|{value}"}).json()
+    assert found["total"] == 0
