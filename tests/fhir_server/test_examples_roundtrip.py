@@ -22,8 +22,14 @@ def inline_examples() -> list[dict]:
     return examples
 
 
+# Elements the server itself manages after a write: a Subscription's status and error are set by the
+# notification dispatcher (R4 Subscription: "requested" becomes "active", or "error" when the endpoint fails).
+SERVER_MANAGED = {"Subscription": ("status", "error")}
+
+
 def strip(resource: dict) -> dict:
-    return {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    managed = SERVER_MANAGED.get(resource.get("resourceType"), ())
+    return {k: v for k, v in resource.items() if k not in ("id", "meta", *managed)}
 
 
 def same_json(a: dict, b: dict) -> bool:
