@@ -48,6 +48,11 @@ def value_set_codes(url: str) -> dict[str, frozenset[str]] | None:
     return {system: frozenset(codes) for system, codes in expansion.items()}
 
 
+def value_set_urls() -> list[str]:
+    """The URLs of the value sets :func:`value_set_codes` knows."""
+    return list(_table()["valueSets"])
+
+
 def search_parameters() -> list[dict[str, Any]]:
     return _table()["searchParameters"]
 

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.search.predicates import table_alias
-from fhir_server.search.query import Hit
+from fhir_server.search.query import Hit, Restriction
 from fhir_server.search.request import Include
 from fhir_server.storage.tables import reference_index, resources
 
@@ -16,8 +16,13 @@ MAX_ROUNDS = 4
 """``:iterate`` follows includes of includes this many times at most."""
 
 
-def included(conn: Connection, matches: list[Hit], specs: list[Include], *, limit: int) -> list[Hit]:
-    """Resources added by the include specs, without the matches themselves and at most ``limit`` of them."""
+def included(
+    conn: Connection, matches: list[Hit], specs: list[Include], *, limit: int, restrict: Restriction | None = None
+) -> list[Hit]:
+    """Resources added by the include specs, without the matches themselves and at most ``limit`` of them.
+
+    ``restrict`` (access control) keeps out what the caller may not read, in the SQL of each round.
+    """
     if not specs or not matches:
         return []
     seen = {hit.pk for hit in matches}
@@ -26,7 +31,7 @@ def included(conn: Connection, matches: list[Hit], specs: list[Include], *, limi
     for _ in range(MAX_ROUNDS):
         new: list[Hit] = []
         for spec in active:
-            for hit in _follow(conn, frontier, spec, limit - len(found) - len(new)):
+            for hit in _follow(conn, frontier, spec, limit - len(found) - len(new), restrict):
                 if hit.pk not in seen:
                     seen.add(hit.pk)
                     new.append(hit)
@@ -38,12 +43,16 @@ def included(conn: Connection, matches: list[Hit], specs: list[Include], *, limi
     return found[:limit]
 
 
-def _follow(conn: Connection, frontier: list[Hit], spec: Include, limit: int) -> list[Hit]:
+def _follow(
+    conn: Connection, frontier: list[Hit], spec: Include, limit: int, restrict: Restriction | None
+) -> list[Hit]:
     if limit <= 0:
         return []
     link = table_alias(reference_index, 0)
     other = table_alias(resources, 1)
     conditions: list[ColumnElement[bool]] = [other.c.deleted.is_(False)]
+    if restrict is not None:
+        conditions.append(restrict(other, None))
     if spec.param != "*":
         conditions.append(link.c.param == spec.param)
     if spec.target:

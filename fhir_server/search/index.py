@@ -6,11 +6,12 @@ group number tying the components of one element together; Location ``near`` fil
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from fhir_server.search import pinyin
+from fhir_server.search import pinyin, ucum
 from fhir_server.search.extract import compile_expression, extract
 from fhir_server.search.parameters import Registry, SearchParam
 from fhir_server.search.values import date_range, fold
@@ -43,7 +44,7 @@ def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any])
         key = (table, *sorted(full.items()))
         if key not in seen:
             seen.add(key)
-            rows.setdefault(table, []).append(full)
+            rows.setdefault(table, []).append(_hashed(table, resource_type, full))
 
     for param in registry.for_type(resource_type).values():
         if param.code in ("_id", "_lastUpdated"):
@@ -68,6 +69,30 @@ def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any])
                     row,
                 )
     return rows
+
+
+def search_hash(*parts: str | None) -> int:
+    """A signed 64-bit hash of (resource type, parameter, value parts), as HAPI FHIR keys its index rows.
+
+    Equality on a hash column is one probe of a narrow bigint index; a missing part hashes as empty.
+    """
+    text = "\x1f".join(part or "" for part in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _hashed(table: str, resource_type: str, row: Row) -> Row:
+    """Token rows get ``hash_value`` / ``hash_sys_value``, string rows ``hash_prefix`` / ``hash_exact``."""
+    param = row["param"]
+    if table == "token":
+        code = row["code"]
+        if code is None:
+            return {**row, "hash_value": None, "hash_sys_value": None}
+        hashes = {"hash_value": search_hash(resource_type, param, code)}
+        return {**row, **hashes, "hash_sys_value": search_hash(resource_type, param, row["system"], code)}
+    if table == "string":
+        prefix = search_hash(resource_type, param, row["norm"][:1])
+        return {**row, "hash_prefix": prefix, "hash_exact": search_hash(resource_type, param, row["exact"])}
+    return row
 
 
 def _composite(resource: dict[str, Any], param: SearchParam, emit: Callable[..., None]) -> None:
@@ -198,15 +223,10 @@ def quantity_rows(value: Any) -> Iterator[tuple[str, Row]]:
         if low_value is None and high_value is None:
             return
         unit = low if low_value is not None else high
-        yield (
-            "quantity",
-            {
-                "system": _text(unit.get("system")),
-                "code": _text(unit.get("code") or unit.get("unit")),
-                "low": low_value if low_value is not None else float("-inf"),
-                "high": high_value if high_value is not None else float("inf"),
-            },
-        )
+        system, code = unit.get("system"), unit.get("code") or unit.get("unit")
+        low_value = low_value if low_value is not None else float("-inf")
+        high_value = high_value if high_value is not None else float("inf")
+        yield "quantity", _quantity_row(system, code, low_value, high_value)
         return
     number = _number(value.get("value"))
     if number is None:
@@ -215,7 +235,16 @@ def quantity_rows(value: Any) -> Iterator[tuple[str, Row]]:
         system, code = "urn:iso:std:iso:4217", value["currency"]
     else:
         system, code = value.get("system"), value.get("code") or value.get("unit")
-    yield "quantity", {"system": _text(system), "code": _text(code), "low": number, "high": number}
+    yield "quantity", _quantity_row(system, code, number, number)
+
+
+def _quantity_row(system: Any, code: Any, low: float, high: float) -> Row:
+    """The row as written, plus the value in UCUM base units when the unit is a UCUM code we can convert."""
+    row = {"system": _text(system), "code": _text(code), "low": low, "high": high}
+    unit = ucum.canonical(code) if system == ucum.UCUM_SYSTEM and isinstance(code, str) else None
+    if unit is None:
+        return {**row, "canon_code": None, "canon_low": None, "canon_high": None}
+    return {**row, "canon_code": unit.code, "canon_low": unit.convert(low), "canon_high": unit.convert(high)}
 
 
 def uri_rows(value: Any) -> Iterator[tuple[str, Row]]:

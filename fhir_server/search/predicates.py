@@ -8,16 +8,36 @@ param = … AND <row condition>)``; chains, ``_has``, ``_list`` and compartments
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, false, func, literal, not_, or_, true
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    FromClause,
+    String,
+    Table,
+    and_,
+    any_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    union_all,
+)
 
 from fhir_server.errors import FhirError
-from fhir_server.search.index import IDENTIFIER_SUFFIX, OF_TYPE
+from fhir_server.search import ucum
+from fhir_server.search.index import IDENTIFIER_SUFFIX, OF_TYPE, search_hash
 from fhir_server.search.request import (
     Bounds,
     Chain,
@@ -32,10 +52,13 @@ from fhir_server.search.request import (
     Ref,
     Token,
 )
+from fhir_server.search.terminology import Subsumption, Terminology, ValueSetRef
 from fhir_server.search.values import fold
 from fhir_server.storage.tables import INDEX_TABLES, reference_index, resources, token_index
 
 _EARTH_KM = 6371.0088
+LARGE_CODE_SET = 100
+"""Code sets larger than this are passed as one array (PostgreSQL) or JSON (SQLite) parameter, not an IN list."""
 _KM_PER_DEGREE = 111.2
 
 
@@ -65,6 +88,48 @@ class Target:
         return self.table.c.res_id
 
 
+def _in_base_units(value: Bounds, unit: ucum.Canonical) -> Bounds:
+    """A UCUM quantity search value in base units, nudged by a relative 1e-9 so that conversions' rounding
+    (5400 ug → 0.005399999… g) does not decide a comparison with a bound: gt 5.4 mg excludes 5400 ug."""
+    value_c, low_c, high_c = unit.convert(value.value), unit.convert(value.low), unit.convert(value.high)
+    tolerance = max(abs(value_c), abs(low_c), abs(high_c)) * 1e-9
+    nudge = {"gt": tolerance, "sa": tolerance, "le": tolerance, "lt": -tolerance, "eb": -tolerance, "ge": -tolerance}
+    return replace(
+        value,
+        value=value_c + nudge.get(value.prefix, 0.0),
+        low=low_c - tolerance,
+        high=high_c - tolerance,
+        system=None,
+        code=unit.code,
+    )
+
+
+_RANKS = {"reference": 1, "token": 2, "uri": 2, "string": 3, "date": 4, "number": 4, "quantity": 4}
+
+
+def selectivity(clause: Clause) -> int | None:
+    """How narrow a clause's index range is likely to be (lower first), or None if it cannot start a search.
+
+    Without per-value statistics: references and ``system|code`` tokens name few resources, a code alone
+    more, a string prefix more again, a range of dates or numbers the most.
+    """
+    if isinstance(clause, Chain):
+        ranks = [selectivity(inner) for _, inner in clause.inner]
+        return None if None in ranks else max(ranks)  # type: ignore[type-var]
+    if isinstance(clause, Has):
+        return None if _reads_resource_row(clause.inner) else selectivity(clause.inner)
+    if not isinstance(clause, Match) or clause.modifier not in (None, "exact", "of-type"):
+        return None
+    kind = clause.param.type
+    if clause.param.code in ("_id", "_lastUpdated") or kind not in _RANKS:
+        return None
+    if kind == "token" and all(isinstance(v, OfType) or (isinstance(v, Token) and v.system) for v in clause.values):
+        return 1
+    if kind == "token" and not all(isinstance(v, Token | OfType) and getattr(v, "code", 1) for v in clause.values):
+        return None
+    return _RANKS[kind]
+
+
 def _reads_resource_row(clause: Clause) -> bool:
     """Whether a clause needs the resources row (id, type, timestamp) rather than only ``res_pk``."""
     if isinstance(clause, Match | Missing):
@@ -75,9 +140,16 @@ def _reads_resource_row(clause: Clause) -> bool:
 class PredicateBuilder:
     """Builds the WHERE conditions of a search for one SQL dialect (prefix matching differs)."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, terminology: Terminology | None = None) -> None:
         self.dialect = dialect
         self._aliases = itertools.count()
+        self.terminology = terminology
+        """Value set expansions and code system hierarchies for ``:in``, ``:not-in``, ``:above``, ``:below``."""
+        self.restrict: Callable[[Any, str | None], ColumnElement[bool]] | None = None
+        """Access control's condition on resources a chain or ``_has`` reaches (only readable ones count)."""
+
+    def _readable(self, table: Any, type_name: str | None) -> list[ColumnElement[bool]]:
+        return [] if self.restrict is None else [self.restrict(table, type_name)]
 
     def alias(self, table: Table) -> FromClause:
         """A fresh alias within this statement; the same names recur across statements (cached SQL)."""
@@ -115,15 +187,133 @@ class PredicateBuilder:
             conditions = [self.token(table, v, None) for v in clause.values]
             return self.rows(table, target, param.code + IDENTIFIER_SUFFIX, or_(*conditions))
         table = self.alias(INDEX_TABLES[param.type])
+        probes = self.hash_probes(target, param.code, param.type, table, clause.values, modifier)
+        if probes is not None:  # the hashes stand for resource type and parameter: one bigint index probe
+            found = exists().where(table.c.res_pk == target.pk, or_(*probes))
+            return not_(found) if modifier == "not" else found
         conditions = [self.row_condition(param.type, table, v, modifier) for v in clause.values]
         found = self.rows(table, target, param.code, or_(*conditions))
-        return not_(found) if modifier == "not" else found
+        return not_(found) if modifier in ("not", "not-in") else found
+
+    def driving(self, target: Target, clause: Clause) -> ColumnElement[bool]:
+        """``res_pk IN (SELECT res_pk FROM idx_… WHERE …)``: the criterion the search starts from.
+
+        Uncorrelated, so both SQLite (``rowid IN`` an ephemeral index, in key order) and PostgreSQL read the
+        criterion's index range first and probe the other criteria per match, instead of testing every
+        resource of the type. Only for clauses ``selectivity`` ranks.
+        """
+        if isinstance(clause, Chain):
+            return self.driving_chain(target, clause)
+        if isinstance(clause, Has):
+            return self.driving_has(target, clause)
+        param, table = clause.param, self.alias(INDEX_TABLES[clause.param.type])
+        probes = self.hash_probes(target, param.code, param.type, table, clause.values, clause.modifier)
+        if probes is not None:
+            return target.pk.in_(select(table.c.res_pk).where(or_(*probes)))
+        conditions = [self.row_condition(param.type, table, v, clause.modifier) for v in clause.values]
+        if param.type == "reference":  # a bare id is a target id or a relative canonical: one index range each
+            c = table.c
+            conditions = [a for value in clause.values for a in self.reference_alternatives(table, value)]
+            alternatives = [
+                select(c.res_pk).where(c.res_type == target.type, c.param == param.code, condition)
+                for condition in conditions
+            ]
+            return target.pk.in_(union_all(*alternatives) if len(alternatives) > 1 else alternatives[0])
+        rows = select(table.c.res_pk).where(
+            table.c.res_type == target.type, table.c.param == param.code, or_(*conditions)
+        )
+        return target.pk.in_(rows)
+
+    def first(self, rows: Any) -> Any:
+        """A chain's or ``_has``'s rows as a ``MATERIALIZED`` CTE on PostgreSQL, so that the planner reads them
+        first: it misjudges these nested semi-joins and probed them per row of a broader criterion instead."""
+        if self.dialect != "postgresql":
+            return rows
+        lead = rows.cte(f"lead_{next(self._aliases)}").prefix_with("MATERIALIZED")
+        return select(lead.c[0])
+
+    def driving_chain(self, target: Target, clause: Chain) -> ColumnElement[bool]:
+        """A chain as a starting point: the referred resources matching the inner clause first, then the
+        references to them (``ix_reference_target``), then the referring resources."""
+        link = self.alias(reference_index)
+        alternatives = []
+        for target_type, inner in clause.inner:
+            referred = self.alias(resources)
+            inner_target = Target(referred, target_type)
+            lead = self.driving(inner_target, inner) if selectivity(inner) is not None else None
+            ids = select(referred.c.res_id).where(
+                referred.c.res_type == target_type,
+                referred.c.deleted.is_(False),
+                lead if lead is not None else self.clause(inner_target, inner),
+                *self._readable(referred, target_type),
+            )
+            alternatives.append(and_(link.c.target_type == target_type, link.c.target_id.in_(ids)))
+        rows = select(link.c.res_pk).where(
+            link.c.res_type == target.type, link.c.param == clause.param.code, or_(*alternatives)
+        )
+        return target.pk.in_(self.first(rows))
+
+    def driving_has(self, target: Target, clause: Has) -> ColumnElement[bool]:
+        """``_has`` as a starting point: the referring resources matching the inner clause first, then the ids
+        they refer to (``ix_reference_res``), then the targets by ``(res_type, res_id)``."""
+        if _reads_resource_row(clause.inner) or self.restrict is not None or target.type_name is None:
+            return self.has(target, clause)
+        link = self.alias(reference_index)
+        rows = select(link.c.target_id).where(
+            link.c.res_type == clause.source_type,
+            link.c.param == clause.param.code,
+            link.c.target_type == target.type_name,
+            self.driving(Target(link, clause.source_type), clause.inner),
+        )
+        return target.id.in_(self.first(rows))
+
+    def hash_probes(
+        self, target: Target, code: str, kind: str, table: FromClause, values: tuple, modifier: str | None
+    ) -> list[ColumnElement[bool]] | None:
+        """Row conditions on the hash columns (``index.search_hash``) when the resource type is known and every
+        value is an equality a hash serves: token ``code``, ``system|code``, ``|code``, ``:of-type``; string
+        prefix (first folded character hashed, the rest a range on ``norm``) and ``:exact``. Else None."""
+        res_type = target.type_name
+        if res_type is None or kind not in ("token", "string"):
+            return None
+        c = table.c
+        probes = []
+        for value in values:
+            if kind == "token" and modifier in (None, "not", "of-type"):
+                if isinstance(value, OfType):
+                    row_code = f"{value.code}|{value.value}"
+                    digest = search_hash(res_type, code, value.system, row_code)
+                    probes.append(and_(c.hash_sys_value == digest, c.text == OF_TYPE))
+                    continue
+                if not isinstance(value, Token) or value.code is None:
+                    return None
+                if value.system is None:
+                    probe = c.hash_value == search_hash(res_type, code, value.code)
+                else:
+                    probe = c.hash_sys_value == search_hash(res_type, code, value.system, value.code)
+                    if value.system == "":
+                        probe = and_(probe, c.system.is_(None))
+                if "|" in value.code:
+                    probe = and_(probe, or_(c.text.is_(None), c.text != OF_TYPE))
+                probes.append(probe)
+            elif kind == "string" and modifier == "exact":
+                probes.append(c.hash_exact == search_hash(res_type, code, value))
+            elif kind == "string" and modifier is None and fold(value):
+                folded = fold(value)
+                probes.append(
+                    and_(c.hash_prefix == search_hash(res_type, code, folded[:1]), self.prefix(c.norm, folded))
+                )
+            else:
+                return None
+        return probes
 
     def rows(self, table: FromClause, target: Target, param: str, *conditions: ColumnElement[bool]):  # type: ignore[no-untyped-def]
-        """EXISTS an index row of ``param`` for the target resource that satisfies ``conditions``."""
-        return exists().where(
-            table.c.res_pk == target.pk, table.c.res_type == target.type, table.c.param == param, *conditions
-        )
+        """EXISTS an index row of ``param`` for the target resource that satisfies ``conditions``.
+
+        ``res_pk`` implies the resource type, which is left out so that no planner (SQLite's least of all)
+        prefers a ``(res_type, param, …)`` range to the ``res_pk`` probe for this per-resource test.
+        """
+        return exists().where(table.c.res_pk == target.pk, table.c.param == param, *conditions)
 
     def missing(self, target: Target, clause: Missing) -> ColumnElement[bool]:
         param = clause.param
@@ -152,6 +342,7 @@ class PredicateBuilder:
                         referred.c.res_id == link.c.target_id,
                         referred.c.deleted.is_(False),
                         self.clause(inner_target, inner),
+                        *self._readable(referred, target_type),
                     ),
                 )
             )
@@ -170,9 +361,10 @@ class PredicateBuilder:
             link.c.param == clause.param.code,
             link.c.res_type == clause.source_type,
         ]
-        if _reads_resource_row(clause.inner):
+        if _reads_resource_row(clause.inner) or self.restrict is not None:
             source = self.alias(resources)
             conditions += [source.c.res_pk == link.c.res_pk, source.c.deleted.is_(False)]
+            conditions += self._readable(source, clause.source_type)
             conditions.append(self.clause(Target(source, clause.source_type), clause.inner))
         else:
             conditions.append(self.clause(Target(link, clause.source_type), clause.inner))
@@ -217,6 +409,11 @@ class PredicateBuilder:
             return self.token(table, value, modifier)
         if kind == "string":
             return self.string(table, value, modifier)
+        if kind == "quantity" and value.system == ucum.UCUM_SYSTEM and value.code and ucum.canonical(value.code):
+            unit = ucum.canonical(value.code)
+            canonical = _in_base_units(value, unit)
+            condition = self.bounds(table.c.canon_low, table.c.canon_high, canonical, integral=False)
+            return and_(table.c.canon_code == unit.code, condition)
         if kind in ("date", "number", "quantity"):
             condition = self.bounds(table.c.low, table.c.high, value, integral=kind == "date")
             if kind == "quantity":
@@ -238,6 +435,8 @@ class PredicateBuilder:
             return and_(self.prefix(c.text, fold(value)), c.text != OF_TYPE)
         if isinstance(value, OfType):
             return and_(c.system == value.system, c.code == f"{value.code}|{value.value}", c.text == OF_TYPE)
+        if isinstance(value, ValueSetRef | Subsumption):
+            return and_(self.terminology_condition(c, value), or_(c.text.is_(None), c.text != OF_TYPE))
         assert isinstance(value, Token)
         conditions = []
         if value.code is not None:
@@ -249,6 +448,38 @@ class PredicateBuilder:
         if value.code is None or "|" in value.code:
             conditions.append(or_(c.text.is_(None), c.text != OF_TYPE))
         return and_(*conditions)
+
+    def terminology_condition(self, c: Any, value: ValueSetRef | Subsumption) -> ColumnElement[bool]:
+        """``:in`` / ``:not-in`` (a row's system and code in the expansion) and ``:above`` / ``:below``.
+
+        Values of type ``code`` are indexed without a system (it is implied by their binding): they match a
+        value set by code alone. ``:not-in`` is the negation of ``:in`` over all of a resource's rows.
+        """
+        if self.terminology is None:
+            raise FhirError("not-supported", f"{value.name} needs terminology, which this search has no access to.")
+        if isinstance(value, Subsumption):
+            return and_(c.system == value.system, self.in_set(c.code, sorted(self.terminology.subsumed(value))))
+        expansion = self.terminology.expansion(value)
+        alternatives = [
+            and_(c.system == system, self.in_set(c.code, codes)) for system, codes in expansion.by_system().items()
+        ]
+        for system, excluded in expansion.excluded_by_system().items():
+            alternatives.append(
+                and_(c.system == system, not_(self.in_set(c.code, excluded))) if excluded else c.system == system
+            )
+        codes = expansion.all_codes()
+        if codes:
+            alternatives.append(and_(c.system.is_(None), self.in_set(c.code, codes)))
+        return or_(*alternatives) if alternatives else false()
+
+    def in_set(self, column: Any, codes: list[str]) -> ColumnElement[bool]:
+        """``column IN codes``; a large set is one parameter holding a derived table, so the SQL stays small."""
+        if len(codes) <= LARGE_CODE_SET:
+            return column.in_(codes)
+        if self.dialect == "postgresql":
+            return column == any_(literal(codes, ARRAY(String)))
+        each = func.json_each(literal(json.dumps(codes))).table_valued("value")
+        return column.in_(select(each.c.value))
 
     def string(self, table: FromClause, value: str, modifier: str | None) -> ColumnElement[bool]:
         """R4B §3.1.1.4.9: case- and accent-insensitive prefix by default, :exact, :contains."""
@@ -268,12 +499,15 @@ class PredicateBuilder:
 
     def reference(self, table: FromClause, value: Ref) -> ColumnElement[bool]:
         """R4B §3.1.1.4.8: [id], [type]/[id], absolute or canonical URL."""
+        return or_(*self.reference_alternatives(table, value))
+
+    def reference_alternatives(self, table: FromClause, value: Ref) -> list[ColumnElement[bool]]:
         c = table.c
         if value.url is not None:
-            return c.url == value.url
+            return [c.url == value.url]
         if value.type:
-            return and_(c.target_id == value.id, c.target_type == value.type)
-        return or_(c.target_id == value.id, c.url == value.id)  # a bare id, or a relative canonical
+            return [and_(c.target_id == value.id, c.target_type == value.type)]
+        return [c.target_id == value.id, c.url == value.id]  # a bare id, or a relative canonical
 
     def bounds(self, low: Any, high: Any, value: Bounds, *, integral: bool) -> ColumnElement[bool]:
         """Prefixes eq ne gt lt ge le sa eb ap over the stored [low, high] range (R4B §3.1.1.4.1, .3, .5).

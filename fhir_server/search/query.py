@@ -7,6 +7,7 @@ never by OFFSET, so rows inserted or deleted between page fetches neither repeat
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +15,10 @@ from sqlalchemy import Connection, Select, and_, false, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.search.parameters import Registry
-from fhir_server.search.predicates import PredicateBuilder, Target, table_alias
+from fhir_server.search.predicates import PredicateBuilder, Target, selectivity, table_alias
 from fhir_server.search.request import (
     Clause,
+    Match,
     SearchRequest,
     SortKey,
     decode_cursor,
@@ -24,6 +26,7 @@ from fhir_server.search.request import (
     parse_request,
     sort_signature,
 )
+from fhir_server.search.terminology import Terminology, TerminologyError
 from fhir_server.storage.tables import INDEX_TABLES, resources
 
 _RESOURCES = resources.alias("r")
@@ -48,26 +51,47 @@ class Page:
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
+    total_estimated: bool = False
+    """``total`` is PostgreSQL's estimate: counting would have cost more than the count limit."""
 
 
 def find(
-    conn: Connection, registry: Registry, res_type: str, params: list[tuple[str, str]], *, limit: int
+    conn: Connection,
+    registry: Registry,
+    res_type: str,
+    params: list[tuple[str, str]],
+    *,
+    limit: int,
+    restrict: Restriction | None = None,
 ) -> list[int]:
     """The res_pk of current resources matching every criterion (at most ``limit``), for conditional interactions."""
     request = parse_request(registry, (res_type,), params)
-    query = filtered(conn, request).order_by(resources.c.res_pk).limit(limit)
+    query = filtered(conn, request, restrict=restrict).order_by(resources.c.res_pk).limit(limit)
     return list(conn.execute(query).scalars())
 
 
-def filtered(conn: Connection, request: SearchRequest, extra: list[Clause] | None = None) -> Select:
+Restriction = Callable[[Any, str | None], ColumnElement[bool]]
+"""Access control's condition on a ``resources`` alias of a known type (or None): part of the WHERE, so paging
+and totals count only what the caller may read (``fhir_server.access``)."""
+
+
+def filtered(
+    conn: Connection, request: SearchRequest, extra: list[Clause] | None = None, *, restrict: Restriction | None = None
+) -> Select:
     """``SELECT res_pk FROM resources WHERE <type> AND NOT deleted AND <every clause>``."""
-    return select(resources.c.res_pk).where(*conditions(conn, request, resources, extra))
+    return select(resources.c.res_pk).where(*conditions(conn, request, resources, extra, restrict=restrict))
 
 
 def conditions(
-    conn: Connection, request: SearchRequest, table: Any, extra: list[Clause] | None = None
+    conn: Connection,
+    request: SearchRequest,
+    table: Any,
+    extra: list[Clause] | None = None,
+    *,
+    restrict: Restriction | None = None,
 ) -> list[ColumnElement[bool]]:
-    builder = PredicateBuilder(conn.dialect.name)
+    builder = PredicateBuilder(conn.dialect.name, Terminology(conn))
+    builder.restrict = restrict
     types = request.types
     target = Target(table, types[0] if len(types) == 1 else None)
     where: list[ColumnElement[bool]] = [table.c.deleted.is_(False)]
@@ -75,17 +99,52 @@ def conditions(
         where.append(table.c.res_type == types[0])
     elif types:
         where.append(table.c.res_type.in_(types))
-    for clause in [*request.clauses, *(extra or [])]:
-        where.append(builder.clause(target, clause))
+    clauses = [*request.clauses, *(extra or [])]
+    lead = _leading_clause(clauses) if target.type_name else None
+    for clause in clauses:
+        try:
+            where.append(builder.driving(target, clause) if clause is lead else builder.clause(target, clause))
+        except TerminologyError as error:
+            if not request.lenient:
+                raise
+            request.ignore(error.expression[0], error.diagnostics)
+    if restrict is not None:
+        where.append(restrict(table, target.type_name))
     return where
 
 
-def search(conn: Connection, request: SearchRequest, extra: list[Clause] | None = None) -> Page:
-    """One page of matches (``request.count`` of them), its total and the cursors of its neighbours."""
+def _leading_clause(clauses: list[Clause]) -> Clause | None:
+    """The criterion a search starts from: the narrowest by ``selectivity``; none when ``_id`` already is one."""
+    if any(isinstance(c, Match) and c.param.code == "_id" and c.modifier is None for c in clauses):
+        return None
+    ranked = [
+        (rank, isinstance(c, Match), position)  # on a tie a chain or _has (criteria of other resources) leads
+        for position, c in enumerate(clauses)
+        if (rank := selectivity(c)) is not None
+    ]
+    return clauses[min(ranked)[2]] if ranked else None
+
+
+def search(
+    conn: Connection,
+    request: SearchRequest,
+    extra: list[Clause] | None = None,
+    *,
+    restrict: Restriction | None = None,
+    count_limit: int | None = None,
+) -> Page:
+    """One page of matches (``request.count`` of them), its total and the cursors of its neighbours.
+
+    Unless ``_total=accurate`` is asked for, a total above ``count_limit`` is not counted to the end: on
+    PostgreSQL it is the planner's estimate (``Page.total_estimated``), on SQLite the count goes on.
+    """
     r = _RESOURCES
-    where = conditions(conn, request, r, extra)
+    where = conditions(conn, request, r, extra, restrict=restrict)
+    explicit = any(name == "_total" for name, _ in request.applied)
     if request.count == 0 or request.summary == "count":
-        return Page([], _total(conn, r, where, "accurate" if request.total == "none" else request.total), None, None)
+        mode = "accurate" if request.total == "none" else request.total
+        total, estimated = _total(conn, r, where, mode, None if explicit else count_limit)
+        return Page([], total, None, None, estimated)
     keys = [_sort_expression(r, key, i) for i, key in enumerate(request.sort)]
     inner = select(r.c.res_pk.label("pk"), r.c.res_type, r.c.res_id, *(k.label(f"k{i}") for i, k in enumerate(keys)))
     page = inner.where(*where).subquery("page")
@@ -111,12 +170,13 @@ def search(conn: Connection, request: SearchRequest, extra: list[Clause] | None 
     if backward:
         rows.reverse()
     hits = [Hit(row.pk, row.res_type, row.res_id, tuple(row[3:])) for row in rows]
+    estimated = False
     if request.total == "none":
         total = None
     elif request.cursor is None and not more:
         total = len(hits)  # the first page holds every match: no count query
     else:
-        total = _total(conn, r, where, request.total)
+        total, estimated = _total(conn, r, where, request.total, None if explicit else count_limit)
     has_next = more if not backward else bool(hits)
     has_previous = (more if backward else request.cursor is not None) and bool(hits)
     return Page(
@@ -124,19 +184,35 @@ def search(conn: Connection, request: SearchRequest, extra: list[Clause] | None 
         total,
         encode_cursor("n", signature, hits[-1].keys, hits[-1].pk) if has_next and hits else None,
         encode_cursor("p", signature, hits[0].keys, hits[0].pk) if has_previous else None,
+        estimated,
     )
 
 
-def _total(conn: Connection, r: Any, where: list[ColumnElement[bool]], mode: str) -> int | None:
+def _total(
+    conn: Connection, r: Any, where: list[ColumnElement[bool]], mode: str, limit: int | None
+) -> tuple[int | None, bool]:
+    """(total, whether it is an estimate): ``estimate`` asks the PostgreSQL planner; with a ``limit`` the count
+    stops after ``limit + 1`` matches and, past it, PostgreSQL's estimate (at least ``limit + 1``) is given."""
     if mode == "none":
-        return None
+        return None, False
     query = select(r.c.res_pk).where(*where)
-    if mode == "estimate" and conn.dialect.name == "postgresql":
-        compiled = query.compile(conn)
-        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled.string, compiled.params).scalar_one()
-        plan = json.loads(plan) if isinstance(plan, str) else plan
-        return int(plan[0]["Plan"]["Plan Rows"])
-    return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    postgres = conn.dialect.name == "postgresql"
+    if mode == "estimate" and postgres:
+        return _planner_rows(conn, query), True
+    if limit is not None:
+        bounded = conn.execute(select(func.count()).select_from(query.limit(limit + 1).subquery())).scalar_one()
+        if bounded <= limit:
+            return bounded, False
+        if postgres:
+            return max(_planner_rows(conn, query), limit + 1), True
+    return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one(), False
+
+
+def _planner_rows(conn: Connection, query: Select) -> int:
+    compiled = query.compile(conn)
+    plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled.string, compiled.params).scalar_one()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _sort_expression(r: Any, key: SortKey, position: int) -> ColumnElement[Any]:

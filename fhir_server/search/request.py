@@ -16,6 +16,7 @@ from typing import Any
 from fhir_server import definitions
 from fhir_server.errors import FhirError
 from fhir_server.search.parameters import Registry, SearchParam
+from fhir_server.search.terminology import Subsumption, ValueSetRef
 from fhir_server.search.values import (
     number_range,
     parse_decimal,
@@ -37,7 +38,7 @@ PASSIVE_PARAMETERS = frozenset({"_format", "_pretty", "_cursor"})
 UNSUPPORTED = frozenset({"_text", "_content", "_filter", "_query", "_security-label"})
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"not", "text", "of-type", "missing"},
+    "token": {"not", "text", "of-type", "missing", "in", "not-in", "above", "below"},
     "reference": {"identifier", "missing"},
     "date": {"missing"},
     "number": {"missing"},
@@ -181,6 +182,16 @@ class SearchRequest:
     cursor: str | None = None
     applied: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    lenient: bool = False
+    """``Prefer: handling=lenient``: what turns out unusable later (a ValueSet that is not known) is ignored too."""
+
+    def ignore(self, name: str, reason: str) -> None:
+        """Leave out an applied criterion found unusable after parsing (``name`` as written, or its last link)."""
+        self.ignored.append(f"{name}: {reason}")
+        for position, (applied, _) in enumerate(self.applied):
+            if applied == name or applied.endswith(("." + name, ":" + name)):
+                del self.applied[position]
+                return
 
 
 def invalid_parameter(name: str, message: str) -> FhirError:
@@ -206,7 +217,7 @@ def parse_request(
         for name, raw in params:
             if name == "_type":
                 types = tuple(dict.fromkeys((*types, *_types(name, raw))))
-    request = SearchRequest(types=types, count=min(default_count, max_count))
+    request = SearchRequest(types=types, count=min(default_count, max_count), lenient=lenient)
     for name, raw in params:
         try:
             if name == "_type":
@@ -380,6 +391,8 @@ def _has(registry: Registry, types: tuple[str, ...], name: str, raw: str, *, bas
 def parse_value(param: SearchParam, modifier: str | None, text: str, name: str, *, base_url: str | None) -> Any:
     """One comma-separated value of a parameter, as the type's value class; malformed → FhirError."""
     kind = param.type
+    if kind == "token" and modifier in ("in", "not-in", "above", "below"):
+        return _terminology(modifier, text, name, base_url)
     if kind == "token":
         return _token(param, modifier, text, name)
     if kind in ("string", "uri"):
@@ -423,6 +436,27 @@ def _token(param: SearchParam, modifier: str | None, text: str, name: str) -> To
     if system == "" and code == "":
         raise invalid_parameter(name, f"'{text}' names neither a system nor a code.")
     return Token(system, code or None)
+
+
+def _terminology(modifier: str, text: str, name: str, base_url: str | None) -> ValueSetRef | Subsumption:
+    """``:in`` / ``:not-in`` take a ValueSet URL or ``ValueSet/[id]``; ``:above`` / ``:below`` take ``system|code``."""
+    if modifier in ("above", "below"):
+        parts = split_escaped(text, "|")
+        system, code = (unescape(p) for p in parts) if len(parts) == 2 else ("", "")
+        if not system or not code:
+            raise invalid_parameter(
+                name, f"'{text}' is not system|code: :{modifier} follows the hierarchy of a code system."
+            )
+        return Subsumption(name, system, code, below=modifier == "below")
+    value = unescape(text)
+    if base_url and value.startswith(base_url.rstrip("/") + "/ValueSet/"):
+        value = value[len(base_url.rstrip("/")) + 1 :]
+    parts = value.split("/")
+    if len(parts) == 2 and parts[0] == "ValueSet" and parts[1]:
+        return ValueSetRef(name, id=parts[1])
+    if "://" in value or value.startswith("urn:"):
+        return ValueSetRef(name, canonical=value)
+    raise invalid_parameter(name, f"'{text}' is not a ValueSet URL or ValueSet/[id] (the value of :{modifier}).")
 
 
 def _date(text: str, name: str) -> Bounds:
