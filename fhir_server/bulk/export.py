@@ -21,9 +21,18 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 
-from fhir_server.bulk.scope import ExportScope, chunk_query, export_types, group_members
+from fhir_server.access import Access
+from fhir_server.bulk.scope import (
+    ExportScope,
+    chunk_query,
+    deleted_query,
+    export_types,
+    group_members,
+    was_in_compartment,
+)
 from fhir_server.bulk.tables import export_files, export_jobs
 from fhir_server.config import Settings
+from fhir_server.errors import FhirError
 from fhir_server.repository import Repository, instant
 from fhir_server.search.parameters import Registry
 from fhir_server.storage.engine import unit_of_work
@@ -32,6 +41,9 @@ log = logging.getLogger("hie.bulk")
 
 ACTIVE = ("queued", "running")
 MAX_ATTEMPTS = 3
+DELETED = "deleted"
+"""Name prefix of the files of the manifest's ``deleted`` array (transaction Bundles of DELETE entries)."""
+DELETES_PER_BUNDLE = 100
 
 
 def now_micros() -> int:
@@ -51,6 +63,11 @@ class ExportFile:
     bytes: int
     last_pk: int
 
+    @property
+    def deleted(self) -> bool:
+        """A file of the ``deleted`` array rather than of ``output``."""
+        return self.name.startswith(DELETED + ".")
+
 
 def kickoff(conn: Connection, scope: ExportScope, request_url: str) -> str:
     """Record a queued job; the caller enqueues it after commit. Returns the job id."""
@@ -65,6 +82,7 @@ def kickoff(conn: Connection, scope: ExportScope, request_url: str) -> str:
             types=json.dumps(scope.types) if scope.types else None,
             since=scope.since,
             type_filters=json.dumps(scope.type_filters) if scope.type_filters else None,
+            requester=scope.access.to_json(),
             request_url=request_url,
             transaction_time=now,
             created_at=now,
@@ -112,12 +130,14 @@ def manifest(row: Any, recorded: list[ExportFile], base_url: str) -> dict[str, A
         "transactionTime": instant(row.transaction_time),
         "request": row.request_url,
         "requiresAccessToken": False,
-        "output": [
-            {"type": f.res_type, "url": f"{base_url}/$export-file/{row.id}/{f.name}", "count": f.count}
-            for f in recorded
-        ],
+        "output": [_file_item(row.id, f, base_url) for f in recorded if not f.deleted],
+        "deleted": [_file_item(row.id, f, base_url) for f in recorded if f.deleted],
         "error": [],
     }
+
+
+def _file_item(job_id: str, found: ExportFile, base_url: str) -> dict[str, Any]:
+    return {"type": found.res_type, "url": f"{base_url}/$export-file/{job_id}/{found.name}", "count": found.count}
 
 
 def cancel(conn: Connection, settings: Settings, job_id: str) -> bool:
@@ -220,6 +240,7 @@ class Exporter:
                 json.loads(row.types) if row.types else None,
                 row.since,
                 json.loads(row.type_filters) if row.type_filters else [],
+                access=Access.from_json(row.requester),
             )
             members = group_members(conn, self.repository, row.group_id) if row.level == "group" else None
             done = files(conn, job_id)
@@ -234,7 +255,7 @@ class Exporter:
         types = export_types(scope)
         written = sum(f.count for f in done)
         for position, res_type in enumerate(types, start=1):
-            mine = [f for f in done if f.res_type == res_type]
+            mine = [f for f in done if f.res_type == res_type and not f.deleted]
             after = max((f.last_pk for f in mine), default=0)
             part = len(mine)
             out = _NdjsonFile(folder, res_type, part)
@@ -267,7 +288,59 @@ class Exporter:
             if out.count:
                 self._record(job_id, owner, out.finish())
             out.discard()
+        if scope.since is not None:
+            self._export_deleted(job_id, owner, scope, types, members, [f for f in done if f.deleted])
         self._complete(job_id, owner)
+
+    def _export_deleted(
+        self,
+        job_id: str,
+        owner: str,
+        scope: ExportScope,
+        types: list[str],
+        members: list[str] | None,
+        done: list[ExportFile],
+    ) -> None:
+        """The ``deleted`` files: transaction Bundles with a ``DELETE Type/id`` entry per resource deleted since.
+
+        Bulk Data IG v2 §Response - Complete Status. Resumes after the last recorded file like the output.
+        """
+        folder = job_dir(self.settings, job_id)
+        after = max((f.last_pk for f in done), default=0)
+        part = len(done)
+        out = _NdjsonFile(folder, "Bundle", part, prefix=DELETED)
+        listed = 0
+        while True:
+            if self.stopping.is_set():
+                raise ExportStopped
+            with unit_of_work(self.engine, write=False) as conn:
+                limit = min(self.chunk, DELETES_PER_BUNDLE)
+                rows = conn.execute(deleted_query(scope, types, after=after, limit=limit)).all()
+                if not rows:
+                    break
+                after = rows[-1].res_pk
+                if scope.level != "system":
+                    rows = [row for row in rows if self._was_in_scope(conn, row, members)]
+            if rows:
+                out.write(_deletion_bundle(rows), after)
+                listed += len(rows)
+                if out.count >= self.settings.export_file_max_resources:
+                    self._record(job_id, owner, out.finish())
+                    part += 1
+                    out = _NdjsonFile(folder, "Bundle", part, prefix=DELETED)
+            self._heartbeat(job_id, owner, f"deleted resources: {listed} listed")
+        if out.count:
+            self._record(job_id, owner, out.finish())
+        out.discard()
+
+    def _was_in_scope(self, conn: Connection, row: Any, members: list[str] | None) -> bool:
+        last_live = None
+        if row.res_type != "Patient" and row.version > 1:
+            try:
+                last_live = self.repository.vread(conn, row.res_type, row.res_id, row.version - 1).resource()
+            except FhirError:  # expunged meanwhile
+                last_live = None
+        return was_in_compartment(self.registry, row.res_type, row.res_id, last_live, members)
 
     def _restart(self, job_id: str, owner: str) -> list[ExportFile]:
         """A recorded file went missing: start the job's files over."""
@@ -384,11 +457,22 @@ class Exporter:
             shutil.rmtree(job_dir(self.settings, job_id), ignore_errors=True)
 
 
+def _deletion_bundle(rows: list[Any]) -> bytes:
+    """One line of a ``deleted`` file: a transaction Bundle of ``DELETE Type/id`` entries."""
+    bundle = {
+        "resourceType": "Bundle",
+        "meta": {"lastUpdated": instant(max(row.ts for row in rows))},
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"{row.res_type}/{row.res_id}"}} for row in rows],
+    }
+    return json.dumps(bundle, separators=(",", ":")).encode()
+
+
 class _NdjsonFile:
     """One output file being written under a temporary name; renamed into place by :meth:`finish`."""
 
-    def __init__(self, folder: Path, res_type: str, part: int) -> None:
-        self.name = f"{res_type}.{part:03d}.ndjson"
+    def __init__(self, folder: Path, res_type: str, part: int, *, prefix: str | None = None) -> None:
+        self.name = f"{prefix or res_type}.{part:03d}.ndjson"
         self.res_type = res_type
         self.part = part
         self.path = folder / self.name

@@ -23,7 +23,7 @@ from fhir_server.bulk.tables import import_rejects, import_sources
 from fhir_server.errors import FhirError, http_status
 from fhir_server.repository import check_id
 from fhir_server.service import FhirService
-from fhir_server.storage.engine import unit_of_work
+from fhir_server.storage.engine import refresh_statistics, unit_of_work
 from fhir_server.storage.tables import resources
 from fhir_server.transactions import BundleProcessor
 
@@ -105,6 +105,8 @@ class Importer:
         for path in paths:
             outcome = self.import_file(path, progress or (lambda _n: None))
             report.files.append(outcome)
+        if any(outcome.accepted for outcome in report.files):
+            refresh_statistics(self.engine)
         with unit_of_work(self.engine, write=False) as conn:
             sources = [str(p.resolve()) for p in paths]
             rows = conn.execute(
@@ -241,9 +243,12 @@ class Importer:
             else:
                 seen.add(key)
                 new.append((resource, key[1]))
+        for resource, res_id in new:
+            self.service.prepare_write(conn, resource["resourceType"], res_id, resource)
         repository.create_many(conn, new)
         for (res_type, res_id), resource in later:
             resource["id"] = res_id
+            self.service.prepare_write(conn, res_type, res_id, resource)
             repository.update(conn, res_type, res_id, resource)
 
     # -- JSON documents ------------------------------------------------------------------------

@@ -14,8 +14,11 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection, Select, and_, exists, false, or_, select
 
 from fhir_server import definitions
+from fhir_server.access import UNRESTRICTED, Access
 from fhir_server.errors import invalid
 from fhir_server.repository import Repository
+from fhir_server.search.extract import extract
+from fhir_server.search.index import split_reference
 from fhir_server.search.parameters import Registry
 from fhir_server.search.query import filtered
 from fhir_server.search.request import RESULT_PARAMETERS, parse_request
@@ -37,6 +40,8 @@ class ExportScope:
     types: list[str] | None = None
     since: int | None = None
     type_filters: list[str] = field(default_factory=list)
+    access: Access = UNRESTRICTED
+    """What the requesting client may read (institution and consent, as of the export): filtered in the SQL."""
 
 
 def parse_kickoff(
@@ -133,6 +138,9 @@ def chunk_query(
         where.append(or_(*(r.c.res_pk.in_(_filter_select(conn, registry, q)) for q in filters)))
     if scope.level != "system":
         where.append(_in_compartment(r, res_type, members))
+    restrict = scope.access.restriction
+    if restrict is not None:
+        where.append(restrict(r, res_type))
     return (
         select(r.c.res_pk, v.c.body)
         .join(v, and_(v.c.res_pk == r.c.res_pk, v.c.version == r.c.version))
@@ -140,6 +148,43 @@ def chunk_query(
         .order_by(r.c.res_pk)
         .limit(limit)
     )
+
+
+def deleted_query(scope: ExportScope, types: list[str], *, after: int, limit: int) -> Select:
+    """``(res_pk, res_type, res_id, version, ts)`` of the next resources of ``types`` deleted after ``_since``.
+
+    Bulk Data IG v2 §Response - Complete Status, ``deleted``: what an export with ``_since`` would have held
+    but was deleted since. Deleted resources have no index rows, so ``_typeFilter`` cannot narrow them and
+    the compartment of a Patient or Group export is judged by :func:`was_in_compartment`.
+    """
+    r = resources
+    owned = [] if scope.access.restriction is None else [r.c.owner_org == scope.access.org]  # owner's only
+    return (
+        select(r.c.res_pk, r.c.res_type, r.c.res_id, r.c.version, r.c.ts)
+        .where(r.c.deleted.is_(True), r.c.ts > scope.since, r.c.res_type.in_(types), r.c.res_pk > after, *owned)
+        .order_by(r.c.res_pk)
+        .limit(limit)
+    )
+
+
+def was_in_compartment(
+    registry: Registry, res_type: str, res_id: str, last_live: dict[str, Any] | None, members: list[str] | None
+) -> bool:
+    """Whether a deleted resource was in the exported Patient compartment, judged on its last live version."""
+    if res_type == "Patient":
+        return members is None or res_id in members
+    if last_live is None:
+        return False
+    for code in definitions.compartment("Patient").get(res_type, []):
+        param = registry.get(res_type, code)
+        if param is None:
+            continue
+        for value in extract(last_live, param.expression):
+            reference = value.get("reference") if isinstance(value, dict) else None
+            target_type, target_id = split_reference(reference) if isinstance(reference, str) else (None, None)
+            if target_type == "Patient" and (members is None or target_id in members):
+                return True
+    return False
 
 
 def _filter_select(conn: Connection, registry: Registry, query: str) -> Select:
@@ -163,8 +208,10 @@ def _in_compartment(r: Any, res_type: str, members: list[str] | None) -> Any:
 __all__ = [
     "ExportScope",
     "chunk_query",
+    "deleted_query",
     "export_types",
     "group_members",
     "parse_kickoff",
     "patient_types",
+    "was_in_compartment",
 ]

@@ -40,6 +40,7 @@ export_jobs = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("owner", String(64), nullable=True, comment="the worker running the job"),
     Column("lease_until", BigInteger, nullable=False, default=0),
+    Column("requester", Text, nullable=True, comment="access of the requesting client as JSON; NULL: unrestricted"),
     Index("ix_export_jobs_status", "status", "lease_until"),
 )
 

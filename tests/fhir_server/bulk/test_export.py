@@ -15,6 +15,7 @@ from fhir_server.api.app import create_app
 from fhir_server.bulk.export import expire, job_dir
 from fhir_server.bulk.tables import export_jobs
 from fhir_server.storage.engine import unit_of_work
+from tests.conftest import auth_headers
 from tests.fhir_server.bulk.helpers import ASYNC, dataset, download, kickoff, stored_counts, wait_complete
 
 
@@ -28,7 +29,7 @@ def app(backend, tmp_path_factory) -> Iterator[tuple[TestClient, Any]]:  # type:
         }
     )
     application = create_app(settings, backend.engine)
-    with TestClient(application, base_url="http://testserver") as client:
+    with TestClient(application, base_url="http://testserver", headers=auth_headers(backend)) as client:
         result = client.post("/fhir", json=dataset("first"))
         assert result.status_code == 200, result.text
         yield client, settings

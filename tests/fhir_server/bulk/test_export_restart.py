@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from fhir_server.api.app import create_app
 from fhir_server.bulk.export import Exporter, ExportFile, job_dir
+from tests.conftest import auth_headers
 from tests.fhir_server.bulk.helpers import dataset, download, kickoff, stored_counts, wait_complete
 
 
@@ -44,7 +45,7 @@ def api(backend, tmp_path_factory) -> Iterator[tuple[TestClient, Any]]:  # type:
         update={"export_dir": tmp_path_factory.mktemp("exports"), "export_file_max_resources": 5, "background": "off"}
     )
     app = create_app(settings, backend.engine)
-    with TestClient(app, base_url="http://testserver") as client:
+    with TestClient(app, base_url="http://testserver", headers=auth_headers(backend)) as client:
         for n in range(3):
             assert client.post("/fhir", json=dataset(f"restart-{n}")).status_code == 200
         yield client, settings

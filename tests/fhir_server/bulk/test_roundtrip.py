@@ -12,7 +12,7 @@ from fhir_server.api.app import Context, create_app
 from fhir_server.bulk.importer import Importer, import_files
 from fhir_server.storage.engine import unit_of_work
 from fhir_server.storage.tables import resources
-from tests.conftest import Backend, corpus_dir
+from tests.conftest import Backend, auth_headers, corpus_dir
 from tests.fhir_server.bulk.helpers import kickoff, stored_counts, wait_complete
 
 BUNDLES = 12
@@ -34,7 +34,9 @@ def test_synthea_export_reimports_into_an_empty_server(backend: Backend, tmp_pat
     settings = backend.settings.model_copy(update={"export_dir": tmp_path / "exports", "background_poll_seconds": 0.1})
     downloaded = tmp_path / "downloaded"
     downloaded.mkdir()
-    with TestClient(create_app(settings, backend.engine), base_url="http://testserver") as client:
+    with TestClient(
+        create_app(settings, backend.engine), base_url="http://testserver", headers=auth_headers(backend)
+    ) as client:
         manifest = wait_complete(client, kickoff(client, "/fhir/$export"), timeout=120)
         for output in manifest["output"]:
             response = client.get("/fhir" + output["url"].split("/fhir", 1)[1])
