@@ -1,0 +1,31 @@
+"""Data-level access: institutions own what they write, residents' consent shares it, break-glass for emergencies.
+
+Public surface for the rest of the server; docs/SECURITY.md ("Institutions and consent", "Break-glass").
+"""
+
+from fhir_server.access.breakglass import ordinary_access, read_access
+from fhir_server.access.caller import BindCaller, acting_as, acting_principal, principal_of
+from fhir_server.access.filters import UNRESTRICTED, Access, Restriction, check_readable
+from fhir_server.access.grants import refresh_consent_grants
+from fhir_server.access.stamping import collect_writes, recorded_writes, stamp_write
+from fhir_server.access.writes import guard_write
+
+WRITE_HOOKS = (refresh_consent_grants, collect_writes)
+"""Repository write hooks every FHIR service runs: consent rules kept in step, writes collected for Provenance."""
+
+__all__ = [
+    "UNRESTRICTED",
+    "WRITE_HOOKS",
+    "Access",
+    "BindCaller",
+    "Restriction",
+    "acting_as",
+    "acting_principal",
+    "check_readable",
+    "guard_write",
+    "ordinary_access",
+    "principal_of",
+    "read_access",
+    "recorded_writes",
+    "stamp_write",
+]

@@ -1,0 +1,303 @@
+"""What a caller may read, as SQL conditions on a ``resources`` row: added to every query, never after paging.
+
+An institution reads what it owns (``resources.owner_org``). It reads another owner's resource when the
+resource is about no resident, or when every resident it is about (R4B Patient CompartmentDefinition, through
+the reference index; a Patient is about itself only) has consent rules (``consent_grants``) permitting this read
+now, as :func:`fhir_server.access.consent.permits` decides: an applicable permit with no applicable deny at
+the same or a deeper level. Deleted resources and their history are their owner's only. A resident's own app
+(``Principal.patient``) reads that resident's record. Provenance and AuditEvent about no resident are their
+owner's only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+from sqlalchemy import BigInteger, Boolean, Connection, String, and_, bindparam, exists, false, literal, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement, literal_column
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.visitors import InternalTraversal
+
+from fhir_server import definitions
+from fhir_server.auth.principal import Principal
+from fhir_server.errors import not_found
+from fhir_server.search.predicates import table_alias
+from fhir_server.search.query import Restriction
+from fhir_server.storage.tables import consent_grants, reference_index, resources, token_index
+
+_ALIAS_BASE = 9000
+OWNER_ONLY = frozenset({"Provenance", "AuditEvent"})
+"""Types another institution reads only when they belong to a shared resident's record (never on their own)."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one request may read: the caller's institution, resident, stated purpose and the instant of the read."""
+
+    org: str | None
+    patient: str | None = None
+    """Id of the Patient a resident-facing app acts for."""
+    purpose: str | None = None
+    at: int = field(default_factory=lambda: time.time_ns() // 1000)
+    restricted: bool = True
+    break_glass: bool = False
+    """An emergency read: the consent rules are set aside (scopes still apply)."""
+
+    @classmethod
+    def of(cls, principal: Principal, *, break_glass: bool = False) -> Access:
+        patient = principal.patient.split("/")[-1] if principal.patient else None
+        return cls(
+            org=principal.organization,
+            patient=patient,
+            purpose=principal.purpose_of_use,
+            restricted=not principal.unrestricted,
+            break_glass=break_glass,
+        )
+
+    def to_json(self) -> str | None:
+        """What a background job needs to apply the same rules later (None: unrestricted)."""
+        if not self.restricted:
+            return None
+        return json.dumps({"org": self.org, "patient": self.patient, "purpose": self.purpose})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Access:
+        """The access of :meth:`to_json`, evaluated at the time it is read back (consent as of now)."""
+        if text is None:
+            return UNRESTRICTED
+        saved = json.loads(text)
+        return cls(org=saved["org"], patient=saved["patient"], purpose=saved["purpose"])
+
+    @property
+    def restriction(self) -> Restriction | None:
+        """The condition builder for queries, None when nothing is filtered (the exchange, break-glass)."""
+        if not self.restricted or self.break_glass:
+            return None
+        return self.condition
+
+    def condition(self, table: Any, type_name: str | None) -> ColumnElement[bool]:
+        """``owner_org = :org OR <shared with this caller now> OR <the resident's own record>``."""
+        shape = _Shape(type_name, self.org is not None, self.patient is not None, self.purpose is not None)
+        values = {"org": self.org, "patient": self.patient, "purpose": self.purpose, "at": self.at}
+        binds = tuple(
+            bindparam(f"access_{name}", values[name], type_=BigInteger() if name == "at" else String(), unique=True)
+            for name in shape.bound()
+        )
+        return AccessCondition(table, shape, binds)
+
+
+UNRESTRICTED = Access(org=None, restricted=False)
+"""The exchange itself: every resource."""
+
+
+def check_readable(conn: Connection, access: Access, res_type: str, res_id: str) -> None:
+    """404, worded like a missing resource, when the resource exists but is not the caller's to read."""
+    restriction = access.restriction
+    if restriction is None:
+        return
+    r = resources
+    query = select(restriction(r, res_type)).where(r.c.res_type == res_type, r.c.res_id == res_id)
+    found = conn.execute(query).first()
+    if found is not None and not found[0]:  # one statement: whether it exists, and whether it may be read
+        raise not_found(f"{res_type}/{res_id} is not known to this server.")
+
+
+class _Shape(NamedTuple):
+    """What the SQL of a condition depends on besides the values it compares against."""
+
+    type_name: str | None
+    org: bool
+    patient: bool
+    purpose: bool
+
+    def bound(self) -> list[str]:
+        """The values a condition of this shape compares against, in the order of its bind parameters."""
+        present = {"org": self.org, "patient": self.patient, "purpose": self.purpose, "at": self.org}
+        return [name for name, used in present.items() if used]
+
+
+class AccessCondition(ColumnElement[bool]):
+    """:meth:`Access.condition` as one SQL element whose cache key is its shape: the conditions are built when a
+    statement is first compiled, not for every read (building them cost more than the rest of a search)."""
+
+    __visit_name__ = "access_condition"
+    inherit_cache = True
+    _traverse_internals: ClassVar[list[tuple[str, InternalTraversal]]] = [
+        ("table", InternalTraversal.dp_clauseelement),
+        ("shape", InternalTraversal.dp_plain_obj),
+        ("binds", InternalTraversal.dp_clauseelement_tuple),
+    ]
+    type = Boolean()
+
+    def __init__(self, table: Any, shape: _Shape, binds: tuple[BindParameter[Any], ...]) -> None:
+        self.table = table
+        self.shape = shape
+        self.binds = binds
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return [self.table]
+
+    def self_group(self, against: Any = None) -> AccessCondition:
+        return self  # rendered in parentheses
+
+
+_PLACEHOLDERS = {name: f"[[access:{name}]]" for name in ("org", "patient", "purpose", "at")}
+
+
+@compiles(AccessCondition)
+def _compile_access_condition(element: AccessCondition, compiler: SQLCompiler, **kw: Any) -> str:
+    """Built only when a statement is compiled; SQLAlchemy's statement cache keeps the SQL for the next read."""
+    built = _Condition(element.shape).build(element.table)
+    sql = compiler.process(built, **{**kw, "literal_binds": True})
+    for name, bind in zip(element.shape.bound(), element.binds, strict=True):
+        sql = sql.replace(_PLACEHOLDERS[name], compiler.process(bind, **kw))
+    return f"({sql})"
+
+
+class _Condition:
+    """Builds the SQL of a condition of one shape, with placeholders where a read's values go."""
+
+    def __init__(self, shape: _Shape) -> None:
+        self.shape = shape
+        self.type_name = shape.type_name
+        self.org = literal_column(_PLACEHOLDERS["org"], String) if shape.org else None
+        self.patient = literal_column(_PLACEHOLDERS["patient"], String) if shape.patient else None
+        self.purpose = literal_column(_PLACEHOLDERS["purpose"], String) if shape.purpose else None
+        self.at = literal_column(_PLACEHOLDERS["at"], BigInteger)
+        self.aliases = itertools.count(_ALIAS_BASE)
+
+    def build(self, table: Any) -> ColumnElement[bool]:
+        type_name = self.type_name
+        r = table.c
+        res_type = literal(type_name) if type_name else r.res_type
+        shared: list[ColumnElement[bool]] = [r.deleted.is_(False)]
+        link = table_alias(reference_index, next(self.aliases))
+        member = _member(link, type_name)
+        if member is not None:
+            others = self._permitted(link.c.target_id, r.res_pk, res_type)
+            shared.append(
+                ~exists()
+                .where(
+                    link.c.res_pk == r.res_pk,
+                    link.c.target_type == "Patient",
+                    link.c.target_id.is_not(None),
+                    member,
+                    ~others,
+                )
+                .correlate_except(link)
+            )
+        if type_name in (None, "Patient"):
+            itself = self._permitted(r.res_id, r.res_pk, res_type)
+            shared.append(itself if type_name == "Patient" else or_(r.res_type != "Patient", itself))
+        if type_name is None or type_name in OWNER_ONLY:
+            shared.append(self._about_a_resident(table))
+        alternatives = [and_(*shared)]
+        if self.org is not None:
+            alternatives.insert(0, r.owner_org == self.org)
+        if self.patient is not None:
+            alternatives.append(self._own_record(table))
+        return or_(*alternatives)
+
+    def _permitted(self, patient_id: Any, res_pk: Any, res_type: Any) -> ColumnElement[bool]:
+        if self.org is None:  # consent shares with institutions; a client of none gets nothing by it
+            return false()
+        permit = table_alias(consent_grants, next(self.aliases))
+        deny = table_alias(consent_grants, next(self.aliases))
+        overriding = (
+            exists()
+            .where(
+                deny.c.effect == "deny",
+                deny.c.depth >= permit.c.depth,
+                *self._applies(deny, patient_id, res_pk, res_type),
+            )
+            .correlate_except(deny)
+        )
+        return (
+            exists()
+            .where(
+                permit.c.effect == "permit",
+                *self._applies(permit, patient_id, res_pk, res_type),
+                ~overriding,
+            )
+            .correlate_except(permit)
+        )
+
+    def _applies(self, grant: Any, patient_id: Any, res_pk: Any, res_type: Any) -> list[ColumnElement[bool]]:
+        """Every criterion a rule states matches this read (the SQL of :func:`consent.applies`)."""
+        g = grant.c
+        return [
+            g.patient_id == patient_id,
+            or_(g.org.is_(None), g.org == self.org),
+            or_(g.res_type.is_(None), g.res_type == res_type),
+            or_(g.purpose.is_(None), g.purpose == self.purpose) if self.purpose is not None else g.purpose.is_(None),
+            or_(g.low.is_(None), g.low <= self.at),
+            or_(g.high.is_(None), g.high >= self.at),
+            or_(g.label_code.is_(None), _coded(res_pk, "_security", g.label_system, g.label_code, self.aliases)),
+            or_(g.code.is_(None), _coded(res_pk, "code", g.code_system, g.code, self.aliases)),
+        ]
+
+    def _about_a_resident(self, table: Any) -> ColumnElement[bool]:
+        """Records of writes and accesses (:data:`OWNER_ONLY`) are shared only as part of a resident's record."""
+        r = table.c
+        link = table_alias(reference_index, next(self.aliases))
+        member = _member(link, self.type_name)
+        about = (
+            exists().where(link.c.res_pk == r.res_pk, link.c.target_type == "Patient", member).correlate_except(link)
+            if member is not None
+            else false()
+        )
+        return about if self.type_name is not None else or_(r.res_type.not_in(OWNER_ONLY), about)
+
+    def _own_record(self, table: Any) -> ColumnElement[bool]:
+        r = table.c
+        link = table_alias(reference_index, next(self.aliases))
+        member = _member(link, self.type_name)
+        alternatives = []
+        if member is not None:
+            alternatives.append(
+                exists()
+                .where(
+                    link.c.res_pk == r.res_pk,
+                    link.c.target_type == "Patient",
+                    link.c.target_id == self.patient,
+                    member,
+                )
+                .correlate_except(link)
+            )
+        if self.type_name in (None, "Patient"):
+            alternatives.append(and_(r.res_type == "Patient", r.res_id == self.patient))
+        return and_(r.deleted.is_(False), or_(*alternatives)) if alternatives else false()
+
+
+def _member(link: Any, type_name: str | None) -> ColumnElement[bool] | None:
+    """The reference rows that make a resource of this type a member of a Patient compartment.
+
+    A Patient is about itself only: ``Patient.link`` joins records of the same person (master patient index),
+    each judged by its own consent.
+    """
+    members = {t: params for t, params in definitions.compartment("Patient").items() if t != "Patient" and params}
+    if type_name is not None:
+        params = members.get(type_name)
+        return link.c.param.in_(params) if params else None
+    return or_(*(and_(link.c.res_type == t, link.c.param.in_(params)) for t, params in members.items()))
+
+
+def _coded(res_pk: Any, param: str, system: Any, code: Any, aliases: itertools.count) -> ColumnElement[bool]:
+    token = table_alias(token_index, next(aliases))
+    return (
+        exists()
+        .where(
+            token.c.res_pk == res_pk,
+            token.c.param == param,
+            token.c.code == code,
+            or_(system.is_(None), token.c.system == system),
+        )
+        .correlate_except(token)
+    )

@@ -1,0 +1,35 @@
+"""Who may change an existing resource: the institution that owns it (or anyone its scopes allow, for the exchange's).
+
+A before-write hook of the FHIR service (``FhirService.prepare_write``), so every client write path — update,
+patch, delete, their conditional forms and Bundle entries — is checked; the exchange's own work is not.
+Another institution's resource is refused with 403, whether or not consent lets the caller read it (consent
+shares reading, not writing), with the same words either way. Resources of the exchange itself (NULL owner:
+HL7 v2 feeds, imports) may be changed by any client its scopes allow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from fhir_server.access.caller import acting_principal
+from fhir_server.errors import FhirError
+from fhir_server.storage.tables import resources
+
+
+def guard_write(conn: Connection, res_type: str, res_id: str, _resource: dict[str, Any] | None) -> None:
+    """Refuse a change by a client to a resource another institution owns."""
+    principal = acting_principal()
+    if principal.unrestricted:
+        return
+    owner = conn.execute(
+        select(resources.c.owner_org).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
+    ).first()
+    if owner is None or owner.owner_org is None or owner.owner_org == principal.organization:
+        return
+    raise FhirError(
+        "forbidden",
+        f"{res_type}/{res_id} is another institution's record: an institution changes only its own records "
+        "(write a new resource, or ask the owner to amend it).",
+    )

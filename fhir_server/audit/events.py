@@ -1,0 +1,205 @@
+"""The AuditEvent of one request, after IHE Basic Audit Log Patterns (BALP 1.1, RESTful interactions).
+
+Type ``rest`` (audit-event-type) with the FHIR interaction as subtype; the client is the requesting agent (DICOM
+Source Role ID) with its institution and user; the exchange is the destination and the source; entities are the
+resources touched, each resident concerned (role 1 Patient) and, for searches, the query (role 24, base64).
+A break-glass access carries purposeOfUse ETREAT, the security label BTG and the stated reason as an extension.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server.repository import instant
+from fhir_server.search.parameters import LOCAL_BASE
+
+EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+INTERACTION = "http://hl7.org/fhir/restful-interaction"
+DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+LIFECYCLE = "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+PURPOSE = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+CLIENT_SYSTEM = LOCAL_BASE + "sid/client"
+"""Identifier system of registered clients (``AuditEvent.agent.who.identifier``)."""
+USER_SYSTEM = LOCAL_BASE + "sid/user"
+BREAK_GLASS_EXTENSION = LOCAL_BASE + "StructureDefinition/break-glass-reason"
+EXCHANGE = "Wuzhou Health Information Exchange"
+
+# The action of each FHIR interaction (BALP: create C, read R, update U, delete D, search and operations E).
+ACTIONS = {
+    "create": "C",
+    "read": "R",
+    "vread": "R",
+    "history": "R",
+    "history-instance": "R",
+    "history-type": "R",
+    "history-system": "R",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+    "search": "E",
+    "search-type": "E",
+    "search-system": "E",
+    "capabilities": "E",
+    "transaction": "E",
+    "batch": "E",
+    "operation": "E",
+}
+
+
+def outcome_code(status: int) -> str:
+    """HTTP status → AuditEvent.outcome: 0 success, 4 refused or bad request, 8 server failure."""
+    if status < 400:
+        return "0"
+    if status < 500:
+        return "4"
+    return "8"
+
+
+@dataclass
+class Access:
+    """What one request did and who made it: everything an AuditEvent is built from."""
+
+    interaction: str
+    status: int
+    recorded: int
+    """Microseconds since the Unix epoch (UTC)."""
+    method: str
+    path: str
+    client_id: str | None = None
+    organization: str | None = None
+    user: str | None = None
+    purpose_of_use: str | None = None
+    break_glass_reason: str | None = None
+    remote_address: str | None = None
+    action: str | None = None
+    """Overrides the interaction's action (``$expunge`` is a D)."""
+    operation: str | None = None
+    """``$code`` of an operation."""
+    query: str | None = None
+    resources: list[str] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+    erased: bool = False
+    """The resources were permanently removed (``$expunge``: DICOM lifecycle 14)."""
+
+    @property
+    def effective_action(self) -> str:
+        return self.action or ACTIONS.get(self.interaction, "E")
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
+    coding = {"system": system, "code": code}
+    if display:
+        coding["display"] = display
+    return coding
+
+
+def audit_event(access: Access) -> dict[str, Any]:
+    """The AuditEvent resource (R4B) of one access; ``id`` is set when it takes its place in the chain."""
+    subtype = [_coding(INTERACTION, access.interaction, access.interaction)]
+    if access.operation:
+        subtype.append({"code": access.operation, "display": f"{access.method} {access.path}"})
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": _coding(EVENT_TYPE, "rest", "RESTful Operation"),
+        "subtype": subtype,
+        "action": access.effective_action,
+        "recorded": instant(access.recorded),
+        "outcome": outcome_code(access.status),
+        "outcomeDesc": f"{access.status} {access.method} {access.path}",
+    }
+    purpose = "ETREAT" if access.break_glass_reason else access.purpose_of_use
+    if purpose:
+        event["purposeOfUse"] = [{"coding": [_coding(PURPOSE, purpose)]}]
+    if access.break_glass_reason:
+        event["meta"] = {"security": [_coding(ACT_CODE, "BTG", "break the glass")]}
+        event["extension"] = [{"url": BREAK_GLASS_EXTENSION, "valueString": access.break_glass_reason}]
+    event["agent"] = _agents(access, purpose)
+    event["source"] = {
+        "observer": {"display": EXCHANGE},
+        "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
+    }
+    entities = _entities(access)
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def _agents(access: Access, purpose: str | None) -> list[dict[str, Any]]:
+    client: dict[str, Any] = {
+        "type": {"coding": [_coding(DICOM, "110153", "Source Role ID")]},
+        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": access.client_id or "anonymous"}},
+        "requestor": True,
+    }
+    if access.remote_address:
+        client["network"] = {"address": access.remote_address, "type": "2"}
+    if purpose:
+        client["purposeOfUse"] = [{"coding": [_coding(PURPOSE, purpose)]}]
+    agents = [client]
+    if access.organization:
+        agents.append(
+            {
+                "type": {"coding": [_coding(ROLE_CLASS, "PROV", "healthcare provider")]},
+                "who": {"reference": access.organization},
+                "requestor": False,
+            }
+        )
+    if access.user:
+        agents.append(
+            {
+                "type": {"coding": [_user_role()]},
+                "who": {"identifier": {"system": USER_SYSTEM, "value": access.user}},
+                "requestor": True,
+            }
+        )
+    agents.append(
+        {
+            "type": {"coding": [_coding(DICOM, "110152", "Destination Role ID")]},
+            "who": {"display": EXCHANGE},
+            "requestor": False,
+        }
+    )
+    return agents
+
+
+def _user_role() -> dict[str, str]:
+    return _coding("http://terminology.hl7.org/CodeSystem/extra-security-role-type", "humanuser", "human user")
+
+
+def _entities(access: Access) -> list[dict[str, Any]]:
+    entities: list[dict[str, Any]] = []
+    patients = set(access.patients)
+    for reference in access.resources:
+        if reference in patients and not access.erased:
+            continue
+        entity: dict[str, Any] = {
+            "what": {"reference": reference},
+            "type": _coding(ENTITY_TYPE, "2", "System Object"),
+            "role": _coding(OBJECT_ROLE, "4", "Domain Resource"),
+        }
+        if access.erased:
+            entity["lifecycle"] = _coding(LIFECYCLE, "14", "Permanent erasure / Physical destruction")
+        entities.append(entity)
+    for patient in access.patients:
+        entities.append(
+            {
+                "what": {"reference": patient},
+                "type": _coding(ENTITY_TYPE, "1", "Person"),
+                "role": _coding(OBJECT_ROLE, "1", "Patient"),
+            }
+        )
+    if access.query is not None:
+        entities.append(
+            {
+                "type": _coding(ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(OBJECT_ROLE, "24", "Query"),
+                "query": base64.b64encode(access.query.encode()).decode(),
+            }
+        )
+    return entities
