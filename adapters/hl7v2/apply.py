@@ -27,6 +27,7 @@ from adapters.hl7v2.errors import (
     Hl7v2Error,
 )
 from adapters.hl7v2.identifier_systems import IdentifierSystems
+from adapters.hl7v2.merge import apply_merges, take_merges
 from adapters.hl7v2.message import Hl7Message, MessageHeader
 from adapters.hl7v2.parse import parse_message
 from adapters.hl7v2.store import (
@@ -132,6 +133,8 @@ def _apply(
         )
     except FhirError as error:
         return _keep_dead_letter(engine, raw, key, _refused(error, header), dead_letter_id)
+    except Hl7v2Error as error:  # content the archive cannot apply, e.g. an A40 of an unknown prior patient
+        return _keep_dead_letter(engine, raw, key, error, dead_letter_id)
     except Exception as exc:
         log.exception("HL7 message %s|%s could not be applied", *_names(key))
         return _keep_dead_letter(engine, raw, key, exc, dead_letter_id, header=header)
@@ -149,11 +152,14 @@ def _apply_bundle(
     previous = _previous(conn, key, dead_letter_id)
     if previous is not None and previous.status == APPLIED:
         return _already_applied(header, key, previous)
-    result = BundleProcessor(service).transaction(conn, orjson.loads(body), prefer="minimal")
+    bundle = orjson.loads(body)
+    merges = take_merges(bundle)
+    result = BundleProcessor(service).transaction(conn, bundle, prefer="minimal")
     summary = [
         {"status": entry["response"]["status"], "location": entry["response"].get("location")}
         for entry in result["entry"]
     ]
+    summary += apply_merges(conn, service, merges, header)
     message_id = record_applied(conn, key, raw, response=orjson.dumps(summary).decode(), previous=previous)
     return ApplyOutcome(build_ack(header), "AA", message_id)
 

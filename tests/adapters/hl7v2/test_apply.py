@@ -18,6 +18,7 @@ from adapters.hl7v2.apply import apply_message, receive_message, replay_dead_let
 from adapters.hl7v2.message import Hl7Message
 from adapters.hl7v2.parse import parse_message
 from adapters.hl7v2.to_fhir import map_message
+from ehr_archive.mpi import install_mpi
 from fhir_server.api.app import patient_identifier_check
 from fhir_server.search.query import find
 from fhir_server.service import FhirService, parse_query
@@ -36,7 +37,10 @@ CORPUS_CONTENT_ERRORS = {"ADT01-28.hl7", "ADT04-23.hl7"}
 
 @pytest.fixture(scope="module")
 def service() -> FhirService:
-    return FhirService(checks=[patient_identifier_check])
+    """The service as ``hie mllp`` builds it: regional checks and the master patient index (A40 merges)."""
+    service = FhirService(checks=[patient_identifier_check])
+    install_mpi(service)
+    return service
 
 
 def _control_id() -> str:
@@ -136,7 +140,7 @@ def test_concurrent_copies_of_one_message_are_applied_once(engine, service) -> N
     assert [outcome.ack_code for outcome in outcomes] == ["AA"] * 4
     assert sorted(outcome.duplicate for outcome in outcomes) == [False, True, True, True]
     written = len(map_message(parse_message(raw))["entry"])
-    assert _versions(engine) == versions + written
+    assert _versions(engine) == versions + written + 1, "the message's resources and the new resident's golden"
 
 
 def test_a_control_id_reused_for_other_content_is_refused(engine, service) -> None:
@@ -180,7 +184,7 @@ MALFORMED: list[tuple[str, Any, str, str, str]] = [
     ("PID-8 invalid", lambda: _replace("adt_a01.hl7", "|19580312|M|", "|19580312|X|"), "AE", "PID-8", "103"),
     ("unsupported type", lambda: _replace("adt_a01.hl7", "ADT^A01^ADT_A01", "ORM^O01"), "AR", "MSH-9.1", "200"),
     ("unsupported event", lambda: _replace("adt_a01.hl7", "ADT^A01^ADT_A01", "ADT^A06"), "AR", "MSH-9.2", "201"),
-    ("merge inside a bundle (A40)", lambda: wire_variant("adt_a40.hl7", _control_id()), "AE", "", "207"),
+    ("A40 with an unknown prior patient", lambda: wire_variant("adt_a40.hl7", _control_id()), "AE", "MRG-1", "204"),
     (
         "resident ID check digit",
         lambda: _replace("adt_a01.hl7", "450403195803120012", "450403195803120013"),
@@ -252,12 +256,58 @@ def test_an_old_version_is_rejected_in_its_own_version(engine, service) -> None:
     assert _stored(engine, control_id).reason == "MSH-12: version '2.2' is not accepted; send HL7 v2.3 or later"
 
 
-def test_merge_entries_are_refused_for_now_with_the_reason(engine, service) -> None:
-    outcome = receive_message(engine, service, wire_variant("adt_a40.hl7", _control_id()))
+def _patient_with_mrn(engine, service, mrn: str) -> dict[str, Any]:
+    """The record holding ``mrn`` as its own (the survivor of a merge holds the prior MRN as ``use: old``)."""
+    with unit_of_work(engine, write=False) as conn:
+        found = find(conn, service.registry, "Patient", parse_query(f"identifier={MRN_SYSTEM}|{mrn}"), limit=5)
+        patients = [version.resource() for version in service.repository.load_many(conn, found)]
+    [own] = [p for p in patients if any(i["value"] == mrn and i.get("use") != "old" for i in p["identifier"])]
+    return own
 
-    assert outcome.ack_code == "AE"
-    assert "Patient/$merge" in (outcome.reason or "")
-    assert "not processed inside bundles" in _ack(outcome.ack).require("ERR").value(8)
+
+def test_a40_merges_the_prior_patient_into_the_survivor(engine, service) -> None:
+    prior_mrn, survivor_mrn = f"P{uuid.uuid4().hex[:9]}", f"S{uuid.uuid4().hex[:9]}"
+    names = (("0012345678", survivor_mrn), ("0012399999", prior_mrn))
+    admitted = wire_variant("adt_a01.hl7", _control_id(), ("0012345678", prior_mrn))
+    assert _msa(_ack(apply_message(engine, service, admitted)))[0] == "AA"
+    control_id = _control_id()
+    merge = wire_variant("adt_a40.hl7", control_id, *names)
+
+    ack = _ack(apply_message(engine, service, merge))
+
+    assert _msa(ack) == ("AA", control_id)
+    prior, survivor = _patient_with_mrn(engine, service, prior_mrn), _patient_with_mrn(engine, service, survivor_mrn)
+    assert prior["active"] is False
+    assert {"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"} in prior["link"]
+    assert {"other": {"reference": f"Patient/{prior['id']}"}, "type": "replaces"} in survivor["link"]
+    refer = [link for link in prior["link"] if link["type"] == "refer"]
+    assert refer == [link for link in survivor["link"] if link["type"] == "refer"]
+    assert prior["meta"]["versionId"] == "2", "the prior record is kept, as a new version"
+    resent = receive_message(engine, service, merge)
+    assert (resent.ack_code, resent.duplicate) == ("AA", True)
+
+
+def test_a40_of_an_unknown_prior_patient_is_a_dead_letter_until_it_arrives(engine, service) -> None:
+    prior_mrn, survivor_mrn = f"P{uuid.uuid4().hex[:9]}", f"S{uuid.uuid4().hex[:9]}"
+    control_id = _control_id()
+    merge = wire_variant("adt_a40.hl7", control_id, ("0012345678", survivor_mrn), ("0012399999", prior_mrn))
+
+    dead = receive_message(engine, service, merge)
+
+    assert dead.ack_code == "AE"
+    err = _ack(dead.ack).require("ERR")
+    assert (_location(err), err.value(3)) == ("MRG-1", "204")
+    assert "not known to the archive" in err.value(8)
+    with unit_of_work(engine, write=False) as conn:
+        assert (
+            find(conn, service.registry, "Patient", parse_query(f"identifier={MRN_SYSTEM}|{survivor_mrn}"), limit=2)
+            == []
+        )
+    admitted = wire_variant("adt_a01.hl7", _control_id(), ("0012345678", prior_mrn))
+    assert _msa(_ack(apply_message(engine, service, admitted)))[0] == "AA"
+    replayed = replay_dead_letter(engine, service, dead.message_id)
+    assert replayed.ack_code == "AA"
+    assert _patient_with_mrn(engine, service, prior_mrn)["active"] is False
 
 
 def test_a_database_failure_is_ar_207_without_internal_detail(engine, service, monkeypatch) -> None:
@@ -431,7 +481,27 @@ def test_corpus_messages_are_applied_or_refused_cleanly(engine, service) -> None
 
 
 def _expected_ack(name: str, reason: str) -> str:
-    """AR only for a type or event the interface does not take (MSH-9); AE for content gaps and A40's merge."""
-    if name in CORPUS_CONTENT_ERRORS or "Patient/$merge" in reason:
+    """AR only for a type or event the interface does not take (MSH-9); AE for content gaps and for A40 merges of
+    a prior patient the archive does not know (the corpus files are independent examples)."""
+    if name in CORPUS_CONTENT_ERRORS or reason.startswith("MRG-1: the prior patient"):
         return "AE"
     return "AR" if reason.startswith(("MSH-9.1:", "MSH-9.2:")) else "AA"
+
+
+@pytest.mark.corpus
+def test_corpus_merge_is_applied_once_the_prior_patient_exists(engine, service) -> None:
+    """ADT-A40-01 of the corpus: AE while its MRG-1 patient is unknown, AA once an A28 registered it."""
+    raw = (corpus_dir() / "hl7v2" / "ADT-A40-01.hl7").read_bytes()
+    run = uuid.uuid4().hex[:6]
+    merge = _with_control_id(raw, f"A40-{run}")
+    register = (
+        _with_control_id(raw, f"A28-{run}")
+        .replace(b"ADT^A40^ADT_A40", b"ADT^A28^ADT_A05")
+        .replace(b"EVN|A40", b"EVN|A28")
+        .replace(b"PID|1||12345^", b"PID|1||56789^")
+    )
+    register = register[: register.index(b"MRG|")].rstrip(b"\r\n") + b"\r"
+
+    assert receive_message(engine, service, merge).ack_code == "AE"
+    assert receive_message(engine, service, register).ack_code == "AA"
+    assert receive_message(engine, service, _with_control_id(raw, f"A40-again-{run}")).ack_code == "AA"

@@ -17,6 +17,7 @@ from adapters.hl7v2.message import Hl7Message
 from adapters.hl7v2.mllp import MllpDecoder, frame
 from adapters.hl7v2.parse import parse_message
 from adapters.hl7v2.to_fhir import map_message
+from ehr_archive.mpi import install_mpi
 from fhir_server.api.app import patient_identifier_check
 from fhir_server.cli import app
 from fhir_server.config import Settings
@@ -37,11 +38,11 @@ def hie(backend, monkeypatch):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def dead_merge(engine) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    """A dead letter: an A40, whose Patient/$merge entry transactions do not process yet."""
+    """A dead letter: an A40 merging a prior patient the archive does not know."""
     control_id = f"CLI-{uuid.uuid4().hex[:8]}"
-    outcome = receive_message(
-        engine, FhirService(checks=[patient_identifier_check]), wire_variant("adt_a40.hl7", control_id)
-    )
+    service = FhirService(checks=[patient_identifier_check])
+    install_mpi(service)
+    outcome = receive_message(engine, service, wire_variant("adt_a40.hl7", control_id))
     assert outcome.message_id is not None
     return outcome.message_id, control_id
 
@@ -53,7 +54,7 @@ def test_dead_letters_lists_id_received_facility_control_id_type_and_reason(hie,
 
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if control_id in line)
-    for column in (str(message_id), "450400-001", "ADT^A40", "the archive refused the message"):
+    for column in (str(message_id), "450400-001", "ADT^A40", "MRG-1: the prior patient"):
         assert column in row
     assert "received" in result.output
 
@@ -65,7 +66,7 @@ def test_show_prints_the_record_and_the_segments(hie, dead_merge) -> None:
 
     assert result.exit_code == 0, result.output
     assert f"id {message_id}: dead, ACK AE" in result.output
-    assert "Patient/$merge" in result.output
+    assert "reason: MRG-1: the prior patient" in result.output
     assert f"ADT^A40^ADT_A39|{control_id}|" in result.output
     assert "\nPID|1||" in result.output
 

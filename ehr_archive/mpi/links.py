@@ -1,0 +1,249 @@
+"""The MPI's own tables (migration 0009): goldens, records with their golden and blocking keys, decisions, merges.
+
+Only this module touches them; FHIR resources are written through the FHIR service. Blocking keys are stored as
+64-bit hashes under a primary key ``(key_hash, source_id)``, so the candidates of a record are one index probe per
+key whatever the size of the index (a hash collision only adds a candidate that scores low).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, insert, select, union_all, update
+
+from ehr_archive.mpi.records import Member
+from fhir_server.storage.tables import mpi_blocking_keys, mpi_distinct, mpi_goldens, mpi_merges, mpi_records
+
+MAX_BLOCK_SIZE = 500
+"""A key shared by more records than this (a clinic's phone) is skipped rather than scanned."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of ``mpi_records``."""
+
+    source_id: str
+    golden_id: str
+    link_kind: str
+    active: bool
+    demographics: dict[str, Any]
+    updated_at: int
+
+    def member(self) -> Member:
+        return Member(self.source_id, self.demographics, self.updated_at, self.active)
+
+
+def key_hash(key: str) -> int:
+    """A signed 64-bit hash of a blocking key (BLAKE2b)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+def _record(row: Any) -> Record:
+    return Record(
+        row.source_id, row.golden_id, row.link_kind, row.active, orjson.loads(row.demographics), row.updated_at
+    )
+
+
+# -- goldens ---------------------------------------------------------------------------------------------------
+
+
+def golden_active(conn: Connection, golden_id: str) -> bool | None:
+    """True/False for a known golden, None when the id is not a golden."""
+    return conn.execute(select(mpi_goldens.c.active).where(mpi_goldens.c.golden_id == golden_id)).scalar_one_or_none()
+
+
+def goldens_among(conn: Connection, ids: Iterable[str]) -> set[str]:
+    wanted = list(set(ids))
+    if not wanted:
+        return set()
+    return set(conn.execute(select(mpi_goldens.c.golden_id).where(mpi_goldens.c.golden_id.in_(wanted))).scalars())
+
+
+def save_golden(conn: Connection, golden_id: str, *, active: bool) -> None:
+    known = golden_active(conn, golden_id)
+    if known is None:
+        conn.execute(insert(mpi_goldens).values(golden_id=golden_id, active=active))
+    elif known != active:
+        conn.execute(update(mpi_goldens).where(mpi_goldens.c.golden_id == golden_id).values(active=active))
+
+
+# -- records and blocking keys ------------------------------------------------------------------------------------
+
+
+def get_record(conn: Connection, source_id: str) -> Record | None:
+    row = conn.execute(select(mpi_records).where(mpi_records.c.source_id == source_id)).first()
+    return _record(row) if row is not None else None
+
+
+def members(conn: Connection, golden_id: str) -> list[Record]:
+    rows = conn.execute(
+        select(mpi_records).where(mpi_records.c.golden_id == golden_id).order_by(mpi_records.c.source_id)
+    )
+    return [_record(row) for row in rows]
+
+
+def save_record(
+    conn: Connection,
+    source_id: str,
+    *,
+    golden_id: str,
+    link_kind: str,
+    demographics: dict[str, Any],
+    keys: Iterable[str],
+    active: bool = True,
+) -> None:
+    """Insert or replace a record and its blocking keys (an inactive record keeps none)."""
+    values = {
+        "golden_id": golden_id,
+        "link_kind": link_kind,
+        "active": active,
+        "demographics": orjson.dumps(demographics).decode(),
+        "updated_at": now_micros(),
+    }
+    exists = conn.execute(select(mpi_records.c.source_id).where(mpi_records.c.source_id == source_id)).first()
+    if exists is None:
+        conn.execute(insert(mpi_records).values(source_id=source_id, **values))
+    else:
+        conn.execute(update(mpi_records).where(mpi_records.c.source_id == source_id).values(**values))
+    conn.execute(delete(mpi_blocking_keys).where(mpi_blocking_keys.c.source_id == source_id))
+    hashes = sorted({key_hash(key) for key in keys}) if active else []
+    if hashes:
+        conn.execute(insert(mpi_blocking_keys), [{"key_hash": h, "source_id": source_id} for h in hashes])
+
+
+def relink(conn: Connection, source_id: str, golden_id: str, link_kind: str) -> None:
+    conn.execute(
+        update(mpi_records).where(mpi_records.c.source_id == source_id).values(golden_id=golden_id, link_kind=link_kind)
+    )
+
+
+def remove_record(conn: Connection, source_id: str) -> None:
+    conn.execute(delete(mpi_blocking_keys).where(mpi_blocking_keys.c.source_id == source_id))
+    conn.execute(delete(mpi_records).where(mpi_records.c.source_id == source_id))
+
+
+def candidates(conn: Connection, keys: Iterable[str], *, exclude: str | None = None) -> list[Record]:
+    """Active records sharing a blocking key with ``keys``: an index probe per key (one statement for all),
+    blocks over :data:`MAX_BLOCK_SIZE` skipped."""
+    hashes = sorted({key_hash(key) for key in keys})
+    if not hashes:
+        return []
+    k = mpi_blocking_keys.c
+    probes = [
+        select(k.key_hash, k.source_id).where(k.key_hash == h).limit(MAX_BLOCK_SIZE + 1).subquery() for h in hashes
+    ]
+    query = union_all(*(select(p.c.key_hash, p.c.source_id) for p in probes))
+    blocks: dict[int, list[str]] = {}
+    for row in conn.execute(query):
+        blocks.setdefault(row.key_hash, []).append(row.source_id)
+    found = {i for ids in blocks.values() if len(ids) <= MAX_BLOCK_SIZE for i in ids}
+    found.discard(exclude)  # type: ignore[arg-type]
+    if not found:
+        return []
+    rows = conn.execute(
+        select(mpi_records).where(mpi_records.c.source_id.in_(sorted(found)), mpi_records.c.active.is_(True))
+    )
+    return [_record(row) for row in rows]
+
+
+# -- review decisions ------------------------------------------------------------------------------------------
+
+
+def distinct_goldens(conn: Connection, source_id: str) -> set[str]:
+    return set(conn.execute(select(mpi_distinct.c.golden_id).where(mpi_distinct.c.source_id == source_id)).scalars())
+
+
+def add_distinct(conn: Connection, source_id: str, golden_id: str) -> None:
+    if golden_id not in distinct_goldens(conn, source_id):
+        conn.execute(insert(mpi_distinct).values(source_id=source_id, golden_id=golden_id, decided_at=now_micros()))
+
+
+def forget_distinct(conn: Connection, source_id: str, golden_id: str) -> None:
+    conn.execute(
+        delete(mpi_distinct).where(mpi_distinct.c.source_id == source_id, mpi_distinct.c.golden_id == golden_id)
+    )
+
+
+# -- merges --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Merge:
+    id: int
+    kind: str
+    source_id: str
+    target_id: str
+    state: dict[str, Any]
+
+
+def add_merge(conn: Connection, kind: str, source_id: str, target_id: str, state: dict[str, Any]) -> int:
+    return conn.execute(
+        insert(mpi_merges)
+        .values(
+            kind=kind,
+            source_id=source_id,
+            target_id=target_id,
+            state=orjson.dumps(state).decode(),
+            merged_at=now_micros(),
+        )
+        .returning(mpi_merges.c.id)
+    ).scalar_one()
+
+
+def last_merge(conn: Connection, source_id: str) -> Merge | None:
+    """The latest merge of ``source_id`` not undone yet."""
+    row = conn.execute(
+        select(mpi_merges)
+        .where(mpi_merges.c.source_id == source_id, mpi_merges.c.undone_at.is_(None))
+        .order_by(mpi_merges.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return Merge(row.id, row.kind, row.source_id, row.target_id, orjson.loads(row.state))
+
+
+def mark_undone(conn: Connection, merge_id: int) -> None:
+    conn.execute(update(mpi_merges).where(mpi_merges.c.id == merge_id).values(undone_at=now_micros()))
+
+
+def load_records(conn: Connection, rows: list[tuple[str, str, str, dict[str, Any], Iterable[str]]]) -> None:
+    """Bulk load ``(source_id, golden_id, link_kind, demographics, keys)`` of new records and their goldens.
+
+    For initial loads and benchmarks: one statement per table, no matching (the caller decided the goldens).
+    """
+    if not rows:
+        return
+    stamp = now_micros()
+    goldens = sorted({golden_id for _, golden_id, _, _, _ in rows})
+    conn.execute(insert(mpi_goldens), [{"golden_id": g, "active": True} for g in goldens])
+    conn.execute(
+        insert(mpi_records),
+        [
+            {
+                "source_id": source_id,
+                "golden_id": golden_id,
+                "link_kind": kind,
+                "active": True,
+                "demographics": orjson.dumps(demographics).decode(),
+                "updated_at": stamp,
+            }
+            for source_id, golden_id, kind, demographics, _ in rows
+        ],
+    )
+    keys = [
+        {"key_hash": h, "source_id": source_id}
+        for source_id, _, _, _, record_keys in rows
+        for h in sorted({key_hash(key) for key in record_keys})
+    ]
+    if keys:
+        conn.execute(insert(mpi_blocking_keys), keys)

@@ -1,0 +1,83 @@
+"""What the MPI operations share: naming a Patient by reference or by identifier."""
+
+from __future__ import annotations
+
+import re
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import Connection
+
+from ehr_archive.identifiers import normalize_identifier_value
+from ehr_archive.mpi.records import is_golden
+from fhir_server.access import acting_as
+from fhir_server.auth.principal import SYSTEM
+from fhir_server.errors import FhirError
+from fhir_server.operations.base import Invocation
+from fhir_server.operations.inputs import bad_input
+from fhir_server.service import FhirService
+
+
+def as_exchange() -> AbstractContextManager[None]:
+    """MPI work runs as the exchange: goldens, Tasks and Provenance are its own, and lookups see every record."""
+    return acting_as(SYSTEM)
+
+
+_PATIENT_REFERENCE = re.compile(r"^(?:.*/)?Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/\d+)?$")
+
+
+def reference_param(name: str, documentation: str, *, min_: int = 1) -> dict[str, Any]:
+    return {"name": name, "use": "in", "min": min_, "max": "1", "type": "Reference", "documentation": documentation}
+
+
+def referenced_id(call: Invocation, name: str) -> str | None:
+    """The Patient id of a Reference input (``Patient/id``, absolute, or versioned)."""
+    value = call.one(name)
+    if value is None:
+        return None
+    found = _PATIENT_REFERENCE.match(value.get("reference") or "")
+    if found is None:
+        raise bad_input(name, f"'{name}' must reference a Patient (Patient/[id]), not {value.get('reference')!r}.")
+    return found.group(1)
+
+
+def records_with_identifier(service: FhirService, conn: Connection, system: str, value: str) -> list[str]:
+    """Ids of institutions' Patients (goldens left out) carrying ``system|value`` as a current identifier.
+
+    An identifier with ``use: old`` (e.g. copied to the survivor of a merge) does not name a record any more.
+    """
+    values = dict.fromkeys((value, normalize_identifier_value(system, value)))
+    ids: list[str] = []
+    for candidate in values:
+        found = service.matches(conn, "Patient", [("identifier", f"{system}|{candidate}")], limit=50)
+        for version in service.repository.load_many(conn, found):
+            patient = version.resource()
+            current = any(
+                i.get("system") == system and i.get("value") in values and i.get("use") != "old"
+                for i in patient.get("identifier") or []
+            )
+            if current and not is_golden(patient) and version.res_id not in ids:
+                ids.append(version.res_id)
+    return ids
+
+
+def patient_named(call: Invocation, conn: Connection, name: str, *, role: str) -> str:
+    """The id named by ``name`` (a Reference) or ``name-identifier`` (Identifiers, all naming one record)."""
+    by_reference = referenced_id(call, name)
+    identifiers = call.all(f"{name}-identifier")
+    if by_reference is not None:
+        return by_reference
+    if not identifiers:
+        raise bad_input(name, f"Name the {role} Patient with '{name}' or '{name}-identifier'.")
+    ids: set[str] = set()
+    for identifier in identifiers:
+        system, value = identifier.get("system"), identifier.get("value")
+        if not system or not value:
+            raise bad_input(f"{name}-identifier", f"'{name}-identifier' needs a system and a value.")
+        ids.update(records_with_identifier(call.service, conn, system, value))
+    if not ids:
+        shown = ", ".join(f"{i.get('system')}|{i.get('value')}" for i in identifiers)
+        raise FhirError("not-found", f"No Patient has the {role} identifier {shown}.")
+    if len(ids) > 1:
+        raise FhirError("multiple-matches", f"The {role} identifiers name {len(ids)} different Patients.")
+    return ids.pop()

@@ -1,0 +1,339 @@
+"""The master patient index on the FHIR service: filing every institution's Patient, links, merges.
+
+:class:`MasterPatientIndex` is a ``before_write`` hook of :class:`fhir_server.service.FhirService`: every Patient
+write that is not a golden record is matched (``ehr_archive.matching``) in the writer's unit of work and linked
+to one golden Patient. Goldens are written by the MPI alone, through the repository; institutions cannot write
+them. Review Tasks and Provenance go through the service like any other resource.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from ehr_archive.matching import (
+    DEFAULT_MODEL,
+    DEFAULT_THRESHOLDS,
+    MatchGrade,
+    MatchModel,
+    MatchResult,
+    Thresholds,
+    blocking_keys,
+    person_record_from_patient,
+    score_pair,
+)
+from ehr_archive.matching.records import PersonRecord
+from ehr_archive.mpi import links
+from ehr_archive.mpi.records import (
+    MPI_SYSTEM,
+    build_golden,
+    demographics,
+    is_golden,
+    same_content,
+    with_golden_link,
+)
+from ehr_archive.mpi.review import REVIEW_CODE, completed_task, provenance, review_task, task_candidate
+from fhir_server.access import acting_as
+from fhir_server.auth.principal import SYSTEM
+from fhir_server.errors import FhirError
+from fhir_server.repository import Version, instant
+from fhir_server.search.values import to_micros
+from fhir_server.service import FhirService
+
+_RANK = {MatchGrade.CERTAIN: 3, MatchGrade.PROBABLE: 2, MatchGrade.POSSIBLE: 1, MatchGrade.CERTAINLY_NOT: 0}
+_KEEP: Any = object()
+
+
+def _now() -> str:
+    return instant(to_micros(datetime.now(UTC)))
+
+
+def rank(result: MatchResult) -> tuple[int, float]:
+    return _RANK[result.grade], result.score
+
+
+def golden_refused(what: str) -> FhirError:
+    return FhirError(
+        "forbidden",
+        f"{what}: golden (master) Patients are maintained by the master patient index from the institutions' "
+        "records; write your institution's Patient instead, or use Patient/$mpi-link, $mpi-not-duplicate, $merge.",
+    )
+
+
+class MasterPatientIndex:
+    """Matching, linking and merging of Patients (issue 7); ``__call__`` is the service's before-write hook."""
+
+    def __init__(
+        self,
+        service: FhirService,
+        *,
+        model: MatchModel = DEFAULT_MODEL,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        max_reviews: int = 3,
+    ) -> None:
+        self.service = service
+        self.model = model
+        self.thresholds = thresholds
+        self.max_reviews = max_reviews
+
+    # -- the hook ------------------------------------------------------------------------------------------------
+
+    def __call__(self, conn: Connection, res_type: str, res_id: str, resource: dict[str, Any] | None) -> None:
+        if res_type != "Patient":
+            return
+        if links.golden_active(conn, res_id) is not None:
+            raise golden_refused(f"Patient/{res_id} is a golden Patient")
+        if resource is not None and is_golden(resource):
+            raise golden_refused("The Patient carries the golden-record tag")
+        with acting_as(SYSTEM):  # goldens and review Tasks belong to the exchange, not to the writing institution
+            if resource is None:
+                self.forget_record(conn, res_id)
+            else:
+                self.file_record(conn, res_id, resource)
+
+    # -- matching ------------------------------------------------------------------------------------------------
+
+    def score_candidates(
+        self, conn: Connection, record: PersonRecord, *, exclude: str | None = None
+    ) -> dict[str, tuple[MatchResult, str]]:
+        """Best result per golden among the records sharing a blocking key: ``{golden_id: (result, source_id)}``."""
+        best: dict[str, tuple[MatchResult, str]] = {}
+        for candidate in links.candidates(conn, blocking_keys(record), exclude=exclude):
+            other = person_record_from_patient(candidate.demographics, candidate.source_id)
+            result = score_pair(record, other, model=self.model, thresholds=self.thresholds)
+            if result.grade is MatchGrade.CERTAINLY_NOT:
+                continue
+            known = best.get(candidate.golden_id)
+            if known is None or rank(result) > rank(known[0]):
+                best[candidate.golden_id] = (result, candidate.source_id)
+        return best
+
+    def match(self, conn: Connection, patient: dict[str, Any]) -> list[tuple[str, MatchResult]]:
+        """Goldens that may be the resident of ``patient``, best first (Patient/$match)."""
+        record = person_record_from_patient(patient, "")
+        scored = self.score_candidates(conn, record)
+        return sorted(((g, r) for g, (r, _) in scored.items()), key=lambda item: rank(item[1]), reverse=True)
+
+    # -- filing records ------------------------------------------------------------------------------------------
+
+    def file_record(self, conn: Connection, source_id: str, patient: dict[str, Any]) -> str:
+        """Match a record about to be stored, link it (amending its ``link``), refresh goldens; the golden id."""
+        record = person_record_from_patient(patient, source_id)
+        keys = blocking_keys(record)
+        for key in sorted(keys):
+            self.service.repository.lock_condition(conn, f"mpi:{key}")
+        existing = links.get_record(conn, source_id)
+        refused = links.distinct_goldens(conn, source_id)
+        scored = {g: v for g, v in self.score_candidates(conn, record, exclude=source_id).items() if g not in refused}
+        certain = [g for g, (r, _) in scored.items() if r.grade is MatchGrade.CERTAIN]
+        best_certain = max(certain, key=lambda g: rank(scored[g][0]), default=None)
+        if existing is not None and existing.link_kind in ("manual", "merged"):
+            golden_id, kind = existing.golden_id, existing.link_kind
+        elif best_certain is not None:
+            golden_id, kind = best_certain, "auto"
+        elif existing is not None and self._still_fits(conn, existing, record):
+            golden_id, kind = existing.golden_id, existing.link_kind
+        else:
+            golden_id, kind = str(uuid.uuid4()), "new"
+        reviews = sorted(
+            ((g, r) for g, (r, _) in scored.items() if g != golden_id and r.grade is not MatchGrade.CERTAIN),
+            key=lambda item: rank(item[1]),
+            reverse=True,
+        )[: self.max_reviews]
+        if reviews and kind == "new":
+            kind = "review"
+        merged_away = existing is not None and existing.link_kind == "merged" and not existing.active
+        links.save_record(
+            conn,
+            source_id,
+            golden_id=golden_id,
+            link_kind=kind,
+            demographics=demographics(patient),
+            keys=keys,
+            active=not merged_away,
+        )
+        with_golden_link(patient, golden_id, links.goldens_among(conn, _link_targets(patient)))
+        self.refresh_golden(conn, golden_id)
+        if existing is not None and existing.golden_id != golden_id:
+            self.refresh_golden(conn, existing.golden_id)
+        if reviews:
+            self._ask_review(conn, source_id, golden_id, reviews, fresh=existing is None)
+        return golden_id
+
+    def _still_fits(self, conn: Connection, existing: links.Record, record: PersonRecord) -> bool:
+        """An updated record stays in its golden unless every other record there now scores below probable."""
+        mates = [m for m in links.members(conn, existing.golden_id) if m.active and m.source_id != existing.source_id]
+        if not mates:
+            return True
+        return any(
+            _RANK[
+                score_pair(
+                    record,
+                    person_record_from_patient(m.demographics, m.source_id),
+                    model=self.model,
+                    thresholds=self.thresholds,
+                ).grade
+            ]
+            >= _RANK[MatchGrade.PROBABLE]
+            for m in mates
+        )
+
+    def _ask_review(
+        self, conn: Connection, source_id: str, golden_id: str, reviews: list[tuple[str, MatchResult]], *, fresh: bool
+    ) -> None:
+        asked = set() if fresh else {task_candidate(t.resource()) for t in self.open_tasks(conn, source_id)}
+        for candidate, result in reviews:
+            if candidate not in asked:
+                self.service.create(conn, review_task(source_id, golden_id, candidate, result, _now()))
+
+    def forget_record(self, conn: Connection, source_id: str) -> None:
+        """A source record was deleted: drop it from the index and from its golden."""
+        existing = links.get_record(conn, source_id)
+        if existing is not None:
+            links.remove_record(conn, source_id)
+            self.refresh_golden(conn, existing.golden_id)
+
+    # -- goldens -------------------------------------------------------------------------------------------------
+
+    def refresh_golden(
+        self, conn: Connection, golden_id: str, *, replaced_by: Any = _KEEP, replaces: Any = _KEEP
+    ) -> Version | None:
+        """Rebuild a golden from its records (survivorship) and store it when it changed."""
+        repository = self.service.repository
+        current = repository.current(conn, "Patient", golden_id, lock=True)
+        stored = current.resource() if current is not None and not current.deleted else {}
+        if replaced_by is _KEEP:
+            replaced_by = next(iter(_links_of(stored, "replaced-by")), None)
+        if replaces is _KEEP:
+            replaces = _links_of(stored, "replaces")
+        members = [r.member() for r in links.members(conn, golden_id)]
+        golden = build_golden(golden_id, members, replaced_by=replaced_by, replaces=replaces)
+        links.save_golden(conn, golden_id, active=golden["active"])
+        if stored and same_content(stored, golden):
+            return current
+        self.service.validate(golden, "Patient")
+        if current is None:
+            return repository.create(conn, golden, res_id=golden_id, method="POST").version
+        return repository.update(conn, "Patient", golden_id, golden).version
+
+    # -- review decisions ----------------------------------------------------------------------------------------
+
+    def open_tasks(self, conn: Connection, source_id: str) -> list[Version]:
+        found = self.service.matches(
+            conn,
+            "Task",
+            [("focus", f"Patient/{source_id}"), ("status", "requested"), ("code", f"{MPI_SYSTEM}|{REVIEW_CODE}")],
+            limit=100,
+        )
+        return self.service.repository.load_many(conn, found)
+
+    def _complete_tasks(
+        self, conn: Connection, source_id: str, candidate: str, decision: str, golden: str
+    ) -> list[str]:
+        done = []
+        for task in self.open_tasks(conn, source_id):
+            body = task.resource()
+            if task_candidate(body) == candidate:
+                result = self.service.update(conn, "Task", task.res_id, completed_task(body, decision, golden, _now()))
+                done.append(result.version.location)
+        return done
+
+    def source_record(self, conn: Connection, source_id: str) -> Version:
+        """An institution's current Patient (not a golden); 404 / 410 / 422 otherwise."""
+        found = self.service.repository.read(conn, "Patient", source_id)
+        if is_golden(found.resource()):
+            raise FhirError("business-rule", f"Patient/{source_id} is a golden Patient, not an institution's record.")
+        if links.get_record(conn, source_id) is None:
+            self.file_record(conn, source_id, found.resource())
+        return found
+
+    def golden_record(self, conn: Connection, golden_id: str) -> Version:
+        found = self.service.repository.read(conn, "Patient", golden_id)
+        if not is_golden(found.resource()):
+            raise FhirError("business-rule", f"Patient/{golden_id} is an institution's record, not a golden Patient.")
+        if not links.golden_active(conn, golden_id):
+            raise FhirError("business-rule", f"Golden Patient/{golden_id} is inactive (merged or without records).")
+        return found
+
+    def link(self, conn: Connection, source_id: str, golden_id: str) -> dict[str, Any]:
+        """Manual link (``$mpi-link``): the record belongs to that golden; review Tasks of the pair complete."""
+        source = self.source_record(conn, source_id)
+        golden = self.golden_record(conn, golden_id)
+        record = links.get_record(conn, source_id)
+        assert record is not None
+        links.forget_distinct(conn, source_id, golden_id)
+        written = self._move(conn, source, record.golden_id, golden_id, "manual")
+        tasks = self._complete_tasks(conn, source_id, golden_id, "linked", golden_id)
+        prior = [source.location, golden.location]
+        self.record_provenance(
+            conn, "link", written + tasks, prior, f"Patient/{source_id} linked to Patient/{golden_id}"
+        )
+        return _parameters(golden_id, written, tasks)
+
+    def not_duplicate(self, conn: Connection, source_id: str, golden_id: str) -> dict[str, Any]:
+        """``$mpi-not-duplicate``: never link the record to that golden; it leaves it when linked there."""
+        source = self.source_record(conn, source_id)
+        golden = self.golden_record(conn, golden_id)
+        record = links.get_record(conn, source_id)
+        assert record is not None
+        links.add_distinct(conn, source_id, golden_id)
+        target = record.golden_id
+        written: list[str] = []
+        if record.golden_id == golden_id:
+            target = str(uuid.uuid4())
+            written = self._move(conn, source, golden_id, target, "manual")
+        tasks = self._complete_tasks(conn, source_id, golden_id, "not-duplicate", target)
+        reason = f"Patient/{source_id} is not the resident of Patient/{golden_id}"
+        self.record_provenance(conn, "not-duplicate", written + tasks or [source.location], [golden.location], reason)
+        return _parameters(target, written, tasks)
+
+    def _move(self, conn: Connection, source: Version, old: str, new: str, kind: str) -> list[str]:
+        """Relink a record: its table row, its ``refer`` link (a new version) and both goldens."""
+        links.relink(conn, source.res_id, new, kind)
+        patient = with_golden_link(source.resource(), new, {old, new})
+        self.service.validate(patient, "Patient")
+        stored = self.service.repository.update(conn, "Patient", source.res_id, patient).version
+        written = [stored.location]
+        for golden_id in dict.fromkeys((new, old)):
+            version = self.refresh_golden(conn, golden_id)
+            if version is not None:
+                written.append(version.location)
+        return written
+
+    def record_provenance(
+        self, conn: Connection, activity: str, targets: Iterable[str], prior: Iterable[str], reason: str
+    ) -> str:
+        created = self.service.create(
+            conn, provenance(activity, list(dict.fromkeys(targets)), list(prior), _now(), reason)
+        )
+        return f"Provenance/{created.version.res_id}"
+
+
+def _link_targets(patient: dict[str, Any]) -> list[str]:
+    return [
+        r.split("/", 1)[1]
+        for r in (((link.get("other") or {}).get("reference") or "") for link in patient.get("link") or [])
+        if r.startswith("Patient/")
+    ]
+
+
+def _links_of(patient: dict[str, Any], kind: str) -> list[str]:
+    return [
+        link["other"]["reference"].removeprefix("Patient/")
+        for link in patient.get("link") or []
+        if link.get("type") == kind and (link.get("other") or {}).get("reference", "").startswith("Patient/")
+    ]
+
+
+def _parameters(golden_id: str, written: list[str], tasks: list[str]) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [{"name": "golden", "valueReference": {"reference": f"Patient/{golden_id}"}}]
+    parameters.extend({"name": "written", "valueReference": {"reference": location}} for location in written)
+    parameters.extend({"name": "task", "valueReference": {"reference": location}} for location in tasks)
+    return {"resourceType": "Parameters", "parameter": parameters}
+
+
+__all__ = ["MasterPatientIndex", "golden_refused", "rank"]

@@ -1,0 +1,38 @@
+"""The MPI tables on both backends: candidates by blocking key, oversized blocks skipped, records replaced."""
+
+from __future__ import annotations
+
+from ehr_archive.mpi import links
+from fhir_server.storage import unit_of_work
+
+
+def test_candidates_come_by_key_and_an_oversized_block_is_skipped(engine) -> None:
+    shared_phone = "tel:07743825211"
+    rows = [(f"clinic-{n}", f"g-clinic-{n}", "auto", {"gender": "male"}, [shared_phone]) for n in range(501)]
+    rows.append(("lone", "g-lone", "auto", {"gender": "female"}, ["rid:450403195803120039", shared_phone]))
+    with unit_of_work(engine) as conn:
+        links.load_records(conn, rows)
+
+    with unit_of_work(engine, write=False) as conn:
+        by_number = links.candidates(conn, ["rid:450403195803120039", "sur:chen:1958:0312"])
+        by_phone = links.candidates(conn, [shared_phone])
+        itself = links.candidates(conn, ["rid:450403195803120039"], exclude="lone")
+
+    assert [(r.source_id, r.golden_id, r.demographics) for r in by_number] == [("lone", "g-lone", {"gender": "female"})]
+    assert by_phone == [], "a key shared by more than 500 records is a clinic's phone, not a lead"
+    assert itself == []
+
+
+def test_a_saved_record_replaces_its_keys_and_an_inactive_one_has_none(engine) -> None:
+    with unit_of_work(engine) as conn:
+        links.save_record(conn, "r1", golden_id="g1", link_kind="new", demographics={}, keys=["py:lihua:450403"])
+        links.save_record(conn, "r1", golden_id="g1", link_kind="new", demographics={}, keys=["py:lihua:450405"])
+        links.save_record(
+            conn, "r2", golden_id="g1", link_kind="merged", demographics={}, keys=["py:x:1"], active=False
+        )
+
+    with unit_of_work(engine, write=False) as conn:
+        assert links.candidates(conn, ["py:lihua:450403"]) == []
+        assert [r.source_id for r in links.candidates(conn, ["py:lihua:450405"])] == ["r1"]
+        assert links.candidates(conn, ["py:x:1"]) == []
+        assert [r.source_id for r in links.members(conn, "g1")] == ["r1", "r2"]
