@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/hie db upgrade
 	$(BIN)/hie demo load
+	$(BIN)/hie auth demo-client --base http://127.0.0.1:8080
 	$(BIN)/hie serve --host 127.0.0.1 --port 8080
 
 test: $(STAMP)
@@ -30,8 +31,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+SIZE ?= 1000
+BACKEND ?= both
+WORKLOADS ?= W1,W2,W3,W4,W5,W7,W8,limit
+
+# The suite of issue 6 (bench/README.md): SIZE residents (several: SIZE=1000,10000), BACKEND sqlite|postgres|both.
 bench: $(STAMP)
-	$(BIN)/python bench/crud.py
+	$(BIN)/python -m bench.regional.run --size $(SIZE) --backend $(BACKEND) --workloads $(WORKLOADS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -239,6 +239,8 @@ class Target:
     backend: str  # "sqlite" or "postgresql"
     workers: int
     database_url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    """``Authorization`` of the benchmark's client (registered with ``hie auth client create``)."""
 
     @property
     def label(self) -> str:
@@ -284,6 +286,21 @@ def prepare_database(target: Target, workdir: Path, postgres_url: str) -> None:
     done = subprocess.run([hie_command(), "db", "upgrade"], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"`hie db upgrade` failed for {target.label}:\n{done.stdout}\n{done.stderr}")
+    target.headers = {"Authorization": f"Bearer {bench_token(env, target.label)}"}
+
+
+def bench_token(env: dict[str, str], label: str) -> str:
+    """A day-long token of an all-access client acting for the exchange (``hie auth client create`` + ``token``)."""
+    create = [hie_command(), "auth", "client", "create", "--name", "crud bench", "--scope", "system/*.*", "--exchange"]
+    created = subprocess.run(create, env=env, capture_output=True, text=True, check=False)
+    found = re.search(r"^client_id: (\S+)$", created.stdout, re.MULTILINE)
+    if created.returncode != 0 or found is None:
+        raise SystemExit(f"`hie auth client create` failed for {label}:\n{created.stdout}\n{created.stderr}")
+    token = [hie_command(), "auth", "token", "--client", found[1], "--lifetime", "86400"]
+    issued = subprocess.run(token, env=env, capture_output=True, text=True, check=False)
+    if issued.returncode != 0:
+        raise SystemExit(f"`hie auth token` failed for {label}:\n{issued.stdout}\n{issued.stderr}")
+    return issued.stdout.strip().splitlines()[-1]
 
 
 class Server:
@@ -464,8 +481,11 @@ class LeanClient:
     Only what this benchmark sends: GET, POST and PUT with a body, answers with Content-Length or chunked.
     """
 
-    def __init__(self, base: str, connections: int, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base: str, connections: int, timeout: float = 60.0, headers: dict[str, str] | None = None
+    ) -> None:
         url = httpx.URL(base)
+        self.headers = headers or {}
         self.host, self.port, self.prefix = url.host, url.port or 80, url.path.rstrip("/")
         self.timeout = timeout
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
@@ -490,7 +510,7 @@ class LeanClient:
 
     async def request(self, method: str, path: str, body: bytes, headers: dict[str, str] | None) -> LeanResponse:
         lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines += [f"{k}: {v}" for k, v in {**self.headers, **(headers or {})}.items()]
         if body or method != "GET":
             lines.append(f"Content-Length: {len(body)}")
         message = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
@@ -550,13 +570,13 @@ KEEPALIVE_EXPIRY = 2.0
 CLIENT_ERRORS = (httpx.HTTPError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError)
 
 
-def open_client(kind: str, base: str, connections: int) -> Client:
+def open_client(kind: str, base: str, connections: int, headers: dict[str, str] | None = None) -> Client:
     if kind == "lean":
-        return LeanClient(base, connections)
+        return LeanClient(base, connections, headers=headers)
     limits = httpx.Limits(
         max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE_EXPIRY
     )
-    return httpx.AsyncClient(base_url=base, limits=limits, timeout=60)
+    return httpx.AsyncClient(base_url=base, limits=limits, timeout=60, headers=headers)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -739,7 +759,7 @@ async def measure_server(
     cells: list[Cell] = []
     # Warm-up (not measured): every worker loads its models, definitions and connection pool.
     warm = max(8, 6 * target.workers)
-    async with open_client(client_kind, server.base, 4) as client:
+    async with open_client(client_kind, server.base, 4, target.headers) as client:
         for operation, expected in EXPECTED_STATUS.items():
             cell = Cell(target.label, operation, 4)
             await run_cell(client, cell, warm, workload.phase(operation, warm), expected, timeout, probe)
@@ -753,7 +773,7 @@ async def measure_server(
             return [Cell(target.label, "round trip check", 1, requests=4, failures=problems)]
     progress(f"  warmed up with {warm} requests of each operation; create → read → update → read round trip checked")
     for n in clients:
-        async with open_client(client_kind, server.base, n) as client:
+        async with open_client(client_kind, server.base, n, target.headers) as client:
             for operation, expected in EXPECTED_STATUS.items():
                 cell = Cell(target.label, operation, n)
                 waited = wait_for_quiet(quiet_wait)

@@ -1,0 +1,184 @@
+"""The load generator: a pool of concurrent httpx clients, a latency recorder with percentiles, progress lines.
+
+Every request is timed from send to the full response body. A request counts as done when its status is the
+expected one; anything else (or a transport error) is a failure, recorded with its first words for the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+if importlib.util.find_spec("sniffio") is None:
+    # httpcore 1.0 imports sniffio on every request; without it each attempt searches sys.path again (~2 ms).
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+__all__ = [
+    "FHIR_JSON",
+    "Cell",
+    "LatencyRecorder",
+    "auth_headers",
+    "open_client",
+    "percentile",
+    "progress",
+    "run_clients",
+    "use_token",
+]
+
+FHIR_JSON = "application/fhir+json"
+PROGRESS_EVERY = 5.0
+_TOKEN: list[str] = []
+
+
+def use_token(token: str | None) -> None:
+    """Send ``Authorization: Bearer token`` with every request from now on (None: send none)."""
+    _TOKEN[:] = [token] if token else []
+
+
+def auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {_TOKEN[0]}"} if _TOKEN else {}
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr (the report goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0–100) of unsorted values; NaN when there are none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass
+class LatencyRecorder:
+    """Latencies (seconds) and failures of one measured cell, with a wall-clock span."""
+
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    units: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+
+    def ok(self, seconds: float, units: int = 1) -> None:
+        self.latencies.append(seconds)
+        self.units += units
+
+    def fail(self, reason: str) -> None:
+        self.failures.append(reason[:200])
+
+    @property
+    def elapsed(self) -> float:
+        return max(self.ended - self.started, 1e-9)
+
+    @property
+    def rate(self) -> float:
+        """Successful requests per second of wall clock."""
+        return len(self.latencies) / self.elapsed
+
+    @property
+    def unit_rate(self) -> float:
+        """Units (resources, for ingest) per second of wall clock."""
+        return self.units / self.elapsed
+
+    def ms(self, p: float) -> float:
+        return percentile(self.latencies, p) * 1000
+
+
+@dataclass
+class Cell:
+    """One row of figures: a workload at one concurrency on one backend."""
+
+    workload: str
+    backend: str
+    label: str
+    clients: int
+    recorder: LatencyRecorder
+    resources: int = 0
+    unit: str = "req/s"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.recorder.latencies)
+
+    @property
+    def failures_text(self) -> str:
+        return self.recorder.failures[0][:120].replace("|", "/").replace("\n", " ") if self.recorder.failures else ""
+
+
+def open_client(base: str, connections: int, timeout: float = 300.0) -> httpx.AsyncClient:
+    """One AsyncClient with room for ``connections`` concurrent keep-alive connections."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0)
+    headers = {"Accept": FHIR_JSON, **auth_headers()}
+    return httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout, headers=headers)
+
+
+Send = Callable[[httpx.AsyncClient, int], Awaitable[tuple[bool, int, str]]]
+"""One request number ``i``: returns (success, units done, failure reason)."""
+
+
+async def run_clients(
+    base: str,
+    send: Send,
+    *,
+    total: int,
+    clients: int,
+    label: str,
+    time_limit: float = 600.0,
+    request_timeout: float = 300.0,
+) -> LatencyRecorder:
+    """``total`` requests by ``clients`` workers sharing a counter; none starts after ``time_limit`` seconds."""
+    recorder = LatencyRecorder()
+    counter = iter(range(total))
+    deadline = time.perf_counter() + time_limit
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in counter:
+            if time.perf_counter() > deadline:
+                recorder.fail("time limit reached")
+                return
+            start = time.perf_counter()
+            try:
+                good, units, reason = await send(client, i)
+            except httpx.HTTPError as exc:
+                good, units, reason = False, 0, f"{type(exc).__name__}: {exc}"
+            if good:
+                recorder.ok(time.perf_counter() - start, units)
+            else:
+                recorder.fail(reason)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            done = len(recorder.latencies) + len(recorder.failures)
+            spent = time.perf_counter() - recorder.started
+            progress(f"  {label}: {done}/{total} in {spent:.0f} s ({done / max(spent, 1e-9):.0f}/s)")
+
+    async with open_client(base, clients, request_timeout) as client:
+        recorder.started = time.perf_counter()
+        reporter = asyncio.create_task(report())
+        try:
+            await asyncio.gather(*(worker(client) for _ in range(clients)))
+        finally:
+            reporter.cancel()
+        recorder.ended = time.perf_counter()
+    return recorder
+
+
+def expect(status: int, response: httpx.Response, units: int = 1) -> tuple[bool, int, str]:
+    """(success, units, reason) of a response that should have ``status``."""
+    if response.status_code == status:
+        return True, units, ""
+    return False, 0, f"HTTP {response.status_code}: {response.text[:160]}"
