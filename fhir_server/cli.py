@@ -8,6 +8,9 @@ import typer
 import uvicorn
 
 from adapters.hl7v2.cli import hl7_app, mllp
+from fhir_server.api.hardening import install_log_masking
+from fhir_server.audit.cli import audit_app
+from fhir_server.auth.cli import auth_app
 from fhir_server.bulk.cli import import_command
 from fhir_server.config import load_settings
 
@@ -17,6 +20,8 @@ demo_app = typer.Typer(help="Demo data for the embedded default", no_args_is_hel
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(hl7_app, name="hl7")
+app.add_typer(auth_app, name="auth")
+app.add_typer(audit_app, name="audit")
 app.command("mllp")(mllp)
 app.command("import")(import_command)
 
@@ -96,6 +101,34 @@ def demo_load() -> None:
     typer.echo(f"Demo data loaded: {created} resources created.")
 
 
+@app.command("bench")
+def bench(
+    size: str = typer.Option("1000", help="Residents; several (1000,10000) are loaded one after the other."),
+    backend: str = typer.Option("both", help="sqlite, postgres or both."),
+    workloads: str = typer.Option("W1,W2,W3,W4,W5,W7,W8,limit", help="Workloads to run, comma-separated."),
+    seed: int = typer.Option(0, help="Seed of the generated residents."),
+    smoke: bool = typer.Option(False, help="20 residents and a few requests per workload (CI)."),
+    profile: bool = typer.Option(True, help="Profile W1 and W3 in-process at the end."),
+    out: str | None = typer.Option(None, help="Also write the Markdown report to this file."),
+) -> None:
+    """Run the benchmark suite (bench/regional, source tree only) and print its Markdown report."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "regional").is_dir():
+        raise typer.BadParameter("the benchmark suite ships with the source tree, not with the installed package")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.regional.run import main as run_bench
+
+    argv = ["--size", size, "--backend", backend, "--workloads", workloads, "--seed", str(seed)]
+    argv += ["--smoke"] if smoke else []
+    argv += [] if profile else ["--no-profile"]
+    argv += ["--out", out] if out else []
+    raise typer.Exit(run_bench(argv))
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -105,3 +138,4 @@ def _safe_url(url: str) -> str:
 @app.callback()
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_masking()

@@ -88,13 +88,23 @@ def check_id(resource_id: str) -> str:
 WriteHook = Callable[[Connection, Sequence[Version]], None]
 """Called with the versions a write stored, inside its transaction (e.g. the outbox)."""
 
+StampHook = Callable[[dict[str, Any]], str | None]
+"""Called with each resource about to be stored (create or update): may stamp it (``meta.source``) and returns
+the institution owning a new resource (``resources.owner_org``; None: the exchange). Access control is one."""
+
 
 class Repository:
     """Versioned storage of every resource type with its search indexes kept in step."""
 
-    def __init__(self, registry: Registry, *, on_write: Sequence[WriteHook] = ()) -> None:
+    def __init__(
+        self, registry: Registry, *, on_write: Sequence[WriteHook] = (), stamp: StampHook | None = None
+    ) -> None:
         self.registry = registry
         self.on_write = list(on_write)
+        self.stamp = stamp
+
+    def _owner(self, resource: dict[str, Any]) -> str | None:
+        return self.stamp(resource) if self.stamp is not None else None
 
     def _written(self, conn: Connection, versions: Sequence[Version]) -> None:
         for hook in self.on_write:
@@ -102,8 +112,17 @@ class Repository:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def current(self, conn: Connection, res_type: str, res_id: str, *, lock: bool = False) -> Version | None:
-        """The latest version (possibly a tombstone), or None if the resource never existed.
+    def current(
+        self,
+        conn: Connection,
+        res_type: str,
+        res_id: str,
+        *,
+        lock: bool = False,
+        visible: Callable[[Any, str | None], ColumnElement[bool]] | None = None,
+    ) -> Version | None:
+        """The latest version (possibly a tombstone), or None if the resource never existed or ``visible`` (the
+        access condition, evaluated in the same statement) hides it.
 
         With ``lock`` the resource row is locked first, on its own, so that a writer waiting for a
         concurrent one re-reads the row it committed (PostgreSQL re-checks a locked row, not a join).
@@ -139,13 +158,23 @@ class Repository:
             )
             .where(resources.c.res_type == res_type, resources.c.res_id == res_id)
         )
+        if visible is not None:
+            query = query.add_columns(visible(resources, res_type).label("visible"))
         row = conn.execute(query).first()
-        if row is None:
+        if row is None or (visible is not None and not row.visible):
             return None
         return Version(res_type, res_id, row.version, row.ts, row.method, _inflate(row.body), row.res_pk)
 
-    def read(self, conn: Connection, res_type: str, res_id: str) -> Version:
-        found = self.current(conn, res_type, res_id)
+    def read(
+        self,
+        conn: Connection,
+        res_type: str,
+        res_id: str,
+        *,
+        visible: Callable[[Any, str | None], ColumnElement[bool]] | None = None,
+    ) -> Version:
+        """The current version; what ``visible`` hides is a 404 like a missing resource."""
+        found = self.current(conn, res_type, res_id, visible=visible)
         if found is None:
             raise not_found(f"{res_type}/{res_id} is not known to this server.")
         if found.deleted:
@@ -214,10 +243,11 @@ class Repository:
         method = method or ("POST" if res_id is None else "PUT")
         res_id = res_id or str(uuid.uuid4())
         ts = _now()
+        owner = self._owner(resource)
         body = _stamp(resource, res_id, 1, ts)
         res_pk = conn.execute(
             insert(resources)
-            .values(res_type=res_type, res_id=res_id, version=1, ts=ts, deleted=False)
+            .values(res_type=res_type, res_id=res_id, version=1, ts=ts, deleted=False, owner_org=owner)
             .returning(resources.c.res_pk)
         ).scalar_one()
         self._write_version(conn, res_pk, res_type, 1, ts, method, body)
@@ -232,7 +262,14 @@ class Repository:
             return []
         ts = _now()
         rows = [
-            {"res_type": r["resourceType"], "res_id": res_id, "version": 1, "ts": ts, "deleted": False}
+            {
+                "res_type": r["resourceType"],
+                "res_id": res_id,
+                "version": 1,
+                "ts": ts,
+                "deleted": False,
+                "owner_org": self._owner(r),
+            }
             for r, res_id in items
         ]
         pks = (
@@ -290,6 +327,7 @@ class Repository:
             )
         version = existing.version + 1
         ts = max(_now(), existing.ts + 1)
+        self._owner(resource)  # stamped; the owner stays the creator
         body = _stamp(resource, res_id, version, ts)
         bumped = conn.execute(
             update(resources)
@@ -393,8 +431,12 @@ class Repository:
         at: tuple[int, int] | None = None,
         count: int = 20,
         after: tuple[int, int, int] | None = None,
+        visible: Callable[[Any, str | None], ColumnElement[bool]] | None = None,
     ) -> list[Version]:
-        """Versions newest first (R4B §3.1.0.10), keyset-paged after ``(ts, res_pk, version)``."""
+        """Versions newest first (R4B §3.1.0.10), keyset-paged after ``(ts, res_pk, version)``.
+
+        ``visible`` builds the access condition on the resource row (versions of resources the caller may read).
+        """
         v = resource_versions.c
         query = select(v.res_pk, v.version, v.res_type, v.ts, v.method, v.body, resources.c.res_id).join(
             resources, resources.c.res_pk == v.res_pk
@@ -413,6 +455,8 @@ class Repository:
             )
         if after is not None:
             query = query.where(_before(after))
+        if visible is not None:
+            query = query.where(visible(resources, res_type))
         query = query.order_by(v.ts.desc(), v.res_pk.desc(), v.version.desc()).limit(count)
         return [
             Version(r.res_type, r.res_id, r.version, r.ts, r.method, _inflate(r.body), r.res_pk)
@@ -480,4 +524,14 @@ def expect_id(resource: dict[str, Any], url_id: str) -> None:
         raise invalid(f"The body's id '{body_id}' does not match the id '{url_id}' in the URL.", expression=("id",))
 
 
-__all__ = ["FhirError", "Repository", "Version", "WriteHook", "WriteResult", "check_id", "expect_id", "instant"]
+__all__ = [
+    "FhirError",
+    "Repository",
+    "StampHook",
+    "Version",
+    "WriteHook",
+    "WriteResult",
+    "check_id",
+    "expect_id",
+    "instant",
+]

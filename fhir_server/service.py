@@ -5,6 +5,7 @@ REST handlers and domain modules call these functions inside one unit of work (D
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,8 @@ from urllib.parse import parse_qsl
 import jsonpatch
 from sqlalchemy import Connection
 
-from fhir_server import fhirpath_patch
+from fhir_server import access, fhirpath_patch
+from fhir_server.access import UNRESTRICTED, Access, acting_principal, check_readable
 from fhir_server.errors import FhirError, Issue, invalid, precondition_failed
 from fhir_server.outbox import record_writes
 from fhir_server.repository import Repository, Version, WriteHook, WriteResult, check_id, expect_id
@@ -47,6 +49,16 @@ WriteCheck = Callable[[dict[str, Any]], list[Issue]]
 """A domain rule run on every resource written (e.g. resident ID numbers on Patients); errors reject it."""
 
 
+BeforeWrite = Callable[[Connection, str, str, "dict[str, Any] | None"], None]
+"""A named domain hook run before a resource is stored or deleted, inside the writer's unit of work.
+
+Called as ``hook(conn, res_type, res_id, resource)`` with the resource about to be stored (``None`` for a delete)
+by every write path: the interactions below, transaction and batch Bundles and bulk import. It may amend the
+resource, write other resources through the repository, or raise FhirError to refuse the write. The master
+patient index (``ehr_archive.mpi``) is one.
+"""
+
+
 def parse_query(query: str) -> list[tuple[str, str]]:
     """``identifier=a|b&_id=1`` → pairs, keeping blank values so they can be reported."""
     return parse_qsl(query.lstrip("?"), keep_blank_values=True)
@@ -63,10 +75,13 @@ class FhirService:
         max_delete: int = 100,
         checks: Sequence[WriteCheck] = (),
         on_write: Sequence[WriteHook] = (record_writes,),
+        before_write: Sequence[BeforeWrite] = (),
     ):
         self.registry = registry or default_registry()
         self.checks = tuple(checks)
-        self.repository = Repository(self.registry, on_write=on_write)
+        self.before_write = [access.guard_write, *before_write]  # first: only the owner changes a record
+        # Access control's named hooks: writer stamping and ownership, consent rules, Provenance (docs/SECURITY.md).
+        self.repository = Repository(self.registry, on_write=[*on_write, *access.WRITE_HOOKS], stamp=access.stamp_write)
         self.allow_multiple_delete = allow_multiple_delete
         self.max_delete = max_delete
 
@@ -79,13 +94,26 @@ class FhirService:
             raise FhirError("invalid", f"The {res_type} breaks {len(errors)} regional rule(s).", extra=errors)
         return res_type
 
+    def warnings(self, resource: dict[str, Any]) -> list[Issue]:
+        """What the domain checks say about an accepted resource short of an error (returned to the client)."""
+        return [
+            issue for check in self.checks for issue in check(resource) if issue.severity in ("warning", "information")
+        ]
+
+    def prepare_write(self, conn: Connection, res_type: str, res_id: str, resource: dict[str, Any] | None) -> None:
+        """Run the before-write hooks (:data:`BeforeWrite`) for one resource about to be stored or deleted."""
+        for hook in self.before_write:
+            hook(conn, res_type, res_id, resource)
+
     # -- search used by conditional interactions -------------------------------------------------
 
     def matches(self, conn: Connection, res_type: str, params: list[tuple[str, str]], *, limit: int = 2) -> list[int]:
+        """Matches of a condition among what the writer may read: another institution's hidden record is no match."""
         if not params:
             raise invalid(f"A conditional request on {res_type} needs search parameters.")
         sync_custom_parameters(conn, self.registry)
-        return find(conn, self.registry, res_type, params, limit=limit)
+        restrict = Access.of(acting_principal()).restriction
+        return find(conn, self.registry, res_type, params, limit=limit, restrict=restrict)
 
     # -- interactions ----------------------------------------------------------------------------
 
@@ -102,7 +130,9 @@ class FhirService:
             if found:
                 return CreateOutcome(self.repository.load_many(conn, found)[0], created=False)
         resource.pop("id", None)
-        result = self.repository.create(conn, resource)
+        res_id = str(uuid.uuid4())
+        self.prepare_write(conn, res_type, res_id, resource)
+        result = self.repository.create(conn, resource, res_id=res_id, method="POST")
         return CreateOutcome(result.version, created=True)
 
     def update(
@@ -119,6 +149,7 @@ class FhirService:
         self.validate(resource, res_type)
         expect_id(resource, res_id)
         sync_custom_parameters(conn, self.registry)
+        self.prepare_write(conn, res_type, res_id, resource)
         return self.repository.update(conn, res_type, res_id, resource, if_match=if_match)
 
     def conditional_update(
@@ -134,8 +165,11 @@ class FhirService:
             body_id = resource.get("id")
             if body_id is not None:
                 check_id(body_id)
+                self.prepare_write(conn, res_type, body_id, resource)
                 return self.repository.update(conn, res_type, body_id, resource, if_match=if_match)
-            return self.repository.create(conn, resource)
+            new_id = str(uuid.uuid4())
+            self.prepare_write(conn, res_type, new_id, resource)
+            return self.repository.create(conn, resource, res_id=new_id, method="POST")
         target = self.repository.load_many(conn, found)[0]
         if resource.get("id") not in (None, target.res_id):
             raise invalid(
@@ -143,6 +177,7 @@ class FhirService:
                 expression=("id",),
             )
         resource["id"] = target.res_id
+        self.prepare_write(conn, res_type, target.res_id, resource)
         return self.repository.update(conn, res_type, target.res_id, resource, if_match=if_match)
 
     def patch(
@@ -159,6 +194,7 @@ class FhirService:
         if patched.get("resourceType") != res_type or patched.get("id") != res_id:
             raise invalid("A patch may not change resourceType or id.")
         self.validate(patched, res_type)
+        self.prepare_write(conn, res_type, res_id, patched)
         return self.repository.update(conn, res_type, res_id, patched, if_match=current.version, method="PATCH")
 
     def conditional_patch(
@@ -173,6 +209,7 @@ class FhirService:
 
     def delete(self, conn: Connection, res_type: str, res_id: str, *, if_match: int | None = None) -> Version | None:
         check_id(res_id)
+        self.prepare_write(conn, res_type, res_id, None)
         return self.repository.delete(conn, res_type, res_id, if_match=if_match)
 
     def conditional_delete(self, conn: Connection, res_type: str, query: str) -> list[Version]:
@@ -186,13 +223,18 @@ class FhirService:
             )
         deleted = []
         for version in self.repository.load_many(conn, found):
+            self.prepare_write(conn, res_type, version.res_id, None)
             tombstone = self.repository.delete(conn, res_type, version.res_id)
             if tombstone is not None:
                 deleted.append(tombstone)
         return deleted
 
-    def read(self, conn: Connection, res_type: str, res_id: str) -> Version:
-        return self.repository.read(conn, res_type, res_id)
+    def read(self, conn: Connection, res_type: str, res_id: str, *, access: Access = UNRESTRICTED) -> Version:
+        """Read (R4B §3.1.0.2); what ``access`` may not read is a 404 like a missing resource."""
+        return self.repository.read(conn, res_type, res_id, visible=access.restriction)  # one statement
 
-    def vread(self, conn: Connection, res_type: str, res_id: str, version: int) -> Version:
+    def vread(
+        self, conn: Connection, res_type: str, res_id: str, version: int, *, access: Access = UNRESTRICTED
+    ) -> Version:
+        check_readable(conn, access, res_type, res_id)
         return self.repository.vread(conn, res_type, res_id, version)

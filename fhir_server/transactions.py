@@ -1,20 +1,26 @@
 """Batch and transaction Bundles (R4B §3.1.0.11): ordering, id assignment, reference rewriting, all-or-nothing.
 
-Processing order is DELETE → POST → PUT/PATCH → GET; within a transaction every ``urn:uuid:`` or
-relative fullUrl and every conditional reference is resolved before any entry is written.
+Processing order is DELETE → POST → PUT/PATCH → GET and operations; within a transaction every ``urn:uuid:``
+or relative fullUrl and every conditional reference is resolved before any entry is written. Operation entries
+(``POST Patient/1/$meta-add``) run through the operations registry (``fhir_server.operations.bundle`` says
+which may run inside a transaction).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
 
+from fhir_server.access import UNRESTRICTED, Access
+from fhir_server.config import Settings
 from fhir_server.errors import FhirError, Issue, http_status, invalid, operation_outcome
+from fhir_server.operations import bundle as bundle_operations
 from fhir_server.repository import Version, check_id, instant
 from fhir_server.search.custom import sync_custom_parameters
 from fhir_server.service import FhirService
@@ -36,6 +42,17 @@ class Entry:
     target: str | None = None
     """``Type/id`` this entry writes, once known."""
     response: dict[str, Any] = field(default_factory=dict)
+    operation: bundle_operations.OperationEntry | None = None
+    """The operation an operation entry calls, once resolved."""
+
+    @property
+    def is_operation(self) -> bool:
+        return bundle_operations.is_operation(self.url)
+
+    @property
+    def rank(self) -> int:
+        """Position in the processing order: operations run with the reads, after every write."""
+        return _ORDER["GET"] if self.is_operation else _ORDER[self.method]
 
 
 def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
@@ -54,6 +71,10 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
         if method not in _ORDER:
             raise invalid(f"{where}.request.method {method} is not supported.", expression=(f"{where}.request.method",))
         resource = item.get("resource")
+        url = str(request["url"]).lstrip("/")
+        if bundle_operations.is_operation(url):  # its method, resource and inputs are checked when it runs
+            entries.append(Entry(index, method, url, item.get("fullUrl"), resource, request))
+            continue
         if method in ("POST", "PUT") and not isinstance(resource, dict):
             raise invalid(f"{where} ({method}) has no resource.", expression=(f"{where}.resource",))
         if method == "PATCH" and resource is None:
@@ -68,9 +89,6 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
             )
         ):
             raise invalid(f"{where} holds a nested {resource['type']}; nested transactions are not processed.")
-        url = str(request["url"]).lstrip("/")
-        if "$" in url.split("?", 1)[0]:
-            raise FhirError("not-supported", f"{where}: operations ({url}) are not processed inside bundles yet.")
         entries.append(Entry(index, method, url, item.get("fullUrl"), resource, request))
     return entries
 
@@ -78,9 +96,11 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
 class BundleProcessor:
     """Runs a transaction or batch Bundle through the FHIR service inside the caller's unit of work."""
 
-    def __init__(self, service: FhirService, *, max_entries: int = 10_000) -> None:
+    def __init__(self, service: FhirService, *, max_entries: int = 10_000, settings: Settings | None = None) -> None:
         self.service = service
         self.max_entries = max_entries
+        self.settings = settings
+        """Operation entries need the server's settings; without them they are refused."""
 
     def check(self, bundle: Any) -> str:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -92,10 +112,31 @@ class BundleProcessor:
 
     # -- transaction -------------------------------------------------------------------------------
 
-    def transaction(self, conn: Connection, bundle: dict[str, Any], *, prefer: str = "representation") -> dict:
+    def transaction(
+        self,
+        conn: Connection,
+        bundle: dict[str, Any],
+        *,
+        prefer: str = "representation",
+        base: str = "",
+        access: Access = UNRESTRICTED,
+        authorize: Callable[[str, str], None] | None = None,
+    ) -> dict:
+        """All or nothing; ``authorize(method, url)`` (the caller's scopes) refuses the whole bundle for one entry."""
         entries = _entries(bundle, self.max_entries)
+        for entry in entries if authorize is not None else ():
+            try:
+                authorize(entry.method, entry.url)  # type: ignore[misc]
+            except FhirError as error:
+                raise _at_entry(error, entry) from None
         for entry in entries:
-            if entry.resource is not None and entry.method in ("POST", "PUT"):
+            if entry.is_operation:
+                try:
+                    entry.operation = bundle_operations.resolve(entry.method, entry.url)
+                    bundle_operations.check_transaction_safe(entry.operation)
+                except FhirError as error:
+                    raise _at_entry(error, entry) from None
+            elif entry.resource is not None and entry.method in ("POST", "PUT"):
                 try:
                     self.service.validate(entry.resource)
                 except FhirError as error:
@@ -106,8 +147,8 @@ class BundleProcessor:
         for entry in entries:
             if entry.resource is not None:
                 _rewrite(entry.resource, mapping, lambda ref, e=entry: self._conditional_reference(conn, ref, e))
-        ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
-        new = [e for e in ordered if e.method == "POST" and "existing" not in e.response]
+        ordered = sorted(entries, key=lambda e: (e.rank, e.index))
+        new = [e for e in ordered if e.method == "POST" and not e.is_operation and "existing" not in e.response]
         for entry in ordered:
             if entry.method == "POST" and new:
                 self._create_all(conn, new, prefer)
@@ -115,7 +156,7 @@ class BundleProcessor:
             if entry.response.get("response"):
                 continue
             try:
-                self._execute(conn, entry, prefer)
+                self._execute(conn, entry, prefer, base, access)
             except FhirError as error:
                 raise _at_entry(error, entry) from None
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": [e.response for e in entries]}
@@ -124,6 +165,8 @@ class BundleProcessor:
         """Take every condition's lock up front, in one global order, so parallel bundles cannot deadlock."""
         keys = set()
         for entry in entries:
+            if entry.is_operation:
+                continue
             if entry.method == "POST" and entry.request.get("ifNoneExist"):
                 keys.add(f"{entry.resource['resourceType']}?{entry.request['ifNoneExist'].lstrip('?')}")  # type: ignore[index]
             elif entry.method in ("PUT", "PATCH") and "?" in entry.url:
@@ -141,7 +184,9 @@ class BundleProcessor:
                 if entry.full_url in full_urls:
                     raise invalid(f"Bundle.entry[{entry.index}] repeats fullUrl {entry.full_url}.")
                 full_urls.add(entry.full_url)
-            if entry.method == "POST":
+            if entry.is_operation:
+                entry.target = entry.operation.target if entry.operation else None
+            elif entry.method == "POST":
                 res_type = entry.resource["resourceType"]  # type: ignore[index]
                 existing = None
                 condition = entry.request.get("ifNoneExist")
@@ -183,8 +228,13 @@ class BundleProcessor:
     def _create_all(self, conn: Connection, entries: list[Entry], prefer: str) -> None:
         """The fast path: every new resource of the bundle written with bulk inserts."""
         items = [(e.resource, e.target.split("/", 1)[1]) for e in entries]  # type: ignore[union-attr]
+        for entry, (resource, res_id) in zip(entries, items, strict=True):
+            try:
+                self.service.prepare_write(conn, resource["resourceType"], res_id, resource)  # type: ignore[index]
+            except FhirError as error:
+                raise _at_entry(error, entry) from None
         for entry, version in zip(entries, self.service.repository.create_many(conn, items), strict=True):  # type: ignore[arg-type]
-            entry.response = _response(version, 201, prefer)
+            entry.response = _response(version, 201, prefer, self.service.warnings(entry.resource))  # type: ignore[arg-type]
 
     def _conditional_reference(self, conn: Connection, reference: str, entry: Entry) -> str:
         res_type, query = reference.split("?", 1)
@@ -196,24 +246,35 @@ class BundleProcessor:
             )
         return f"{res_type}/{self.service.repository.load_many(conn, found)[0].res_id}"
 
-    def _execute(self, conn: Connection, entry: Entry, prefer: str) -> None:
+    def _execute(
+        self, conn: Connection, entry: Entry, prefer: str, base: str = "", access: Access = UNRESTRICTED
+    ) -> None:
         repo = self.service.repository
-        if entry.method == "POST":
+        if entry.is_operation:
+            call = entry.operation or bundle_operations.resolve(entry.method, entry.url)
+            body = entry.resource if entry.method == "POST" else None
+            entry.response = bundle_operations.run(
+                conn, call, body, service=self.service, settings=self.settings, base=base, access=access
+            )
+        elif entry.method == "POST":
             existing: Version | None = entry.response.pop("existing", None)
             if existing is not None:
                 entry.response = _response(existing, 200, prefer)
                 return
             res_id = entry.target.split("/", 1)[1]  # type: ignore[union-attr]
+            self.service.prepare_write(conn, entry.resource["resourceType"], res_id, entry.resource)  # type: ignore[index]
             result = repo.create(conn, entry.resource, res_id=res_id, method="POST")  # type: ignore[arg-type]
-            entry.response = _response(result.version, 201, prefer)
+            entry.response = _response(result.version, 201, prefer, self.service.warnings(entry.resource))  # type: ignore[arg-type]
         elif entry.method == "PUT":
             res_type, res_id = entry.target.split("/", 1)  # type: ignore[union-attr]
             entry.resource["id"] = res_id  # type: ignore[index]
             if_match = _version_of(entry.request.get("ifMatch"))
             # Validated with the whole bundle already: write without validating twice.
             check_id(res_id)
+            self.service.prepare_write(conn, res_type, res_id, entry.resource)
             result = self.service.repository.update(conn, res_type, res_id, entry.resource, if_match=if_match)  # type: ignore[arg-type]
-            entry.response = _response(result.version, 201 if result.created else 200, prefer)
+            warnings = self.service.warnings(entry.resource)  # type: ignore[arg-type]
+            entry.response = _response(result.version, 201 if result.created else 200, prefer, warnings)
         elif entry.method == "PATCH":
             res_type, res_id = entry.target.split("/", 1)  # type: ignore[union-attr]
             patch = _patch_document(entry.resource)
@@ -232,14 +293,14 @@ class BundleProcessor:
                 response["etag"] = tombstone.etag
             entry.response = {"response": response}
         else:
-            entry.response = self._read(conn, entry)
+            entry.response = self._read(conn, entry, access)
 
-    def _read(self, conn: Connection, entry: Entry) -> dict[str, Any]:
+    def _read(self, conn: Connection, entry: Entry, access: Access) -> dict[str, Any]:
         parts = entry.url.split("?", 1)[0].split("/")
         if len(parts) == 2:
-            found = self.service.read(conn, parts[0], parts[1])
+            found = self.service.read(conn, parts[0], parts[1], access=access)
         elif len(parts) == 4 and parts[2] == "_history" and parts[3].isdigit():
-            found = self.service.vread(conn, parts[0], parts[1], int(parts[3]))
+            found = self.service.vread(conn, parts[0], parts[1], int(parts[3]), access=access)
         else:
             raise FhirError("not-supported", f"GET {entry.url} inside a bundle: only read and vread are supported.")
         none_match = entry.request.get("ifNoneMatch")
@@ -249,20 +310,31 @@ class BundleProcessor:
 
     # -- batch ---------------------------------------------------------------------------------------
 
-    def batch(self, conn: Connection, bundle: dict[str, Any], *, prefer: str = "representation") -> dict:
-        """Each entry on its own (a savepoint each); a failure is reported in its entry only."""
+    def batch(
+        self,
+        conn: Connection,
+        bundle: dict[str, Any],
+        *,
+        prefer: str = "representation",
+        base: str = "",
+        access: Access = UNRESTRICTED,
+        authorize: Callable[[str, str], None] | None = None,
+    ) -> dict:
+        """Each entry on its own (a savepoint each); a failure, a scope refusal too, is reported in its entry only."""
         entries = _entries(bundle, self.max_entries)
         sync_custom_parameters(conn, self.service.registry)
-        for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+        for entry in sorted(entries, key=lambda e: (e.rank, e.index)):
             savepoint = conn.begin_nested()
             try:
+                if authorize is not None:
+                    authorize(entry.method, entry.url)
                 self._lock_conditions(conn, [entry])
-                if entry.resource is not None and entry.method in ("POST", "PUT"):
+                if entry.resource is not None and entry.method in ("POST", "PUT") and not entry.is_operation:
                     self.service.validate(entry.resource)
                 self._assign(conn, [entry])
                 if entry.resource is not None:
                     _rewrite(entry.resource, {}, lambda ref, e=entry: self._conditional_reference(conn, ref, e))
-                self._execute(conn, entry, prefer)
+                self._execute(conn, entry, prefer, base, access)
                 savepoint.commit()
             except FhirError as error:
                 savepoint.rollback()
@@ -281,7 +353,8 @@ def _at_entry(error: FhirError, entry: Entry) -> FhirError:
     )
 
 
-def _response(version: Version, status: int, prefer: str) -> dict[str, Any]:
+def _response(version: Version, status: int, prefer: str, warnings: list[Issue] | None = None) -> dict[str, Any]:
+    """A response entry; the domain checks' warnings go into ``response.outcome`` whatever ``prefer`` says."""
     entry: dict[str, Any] = {"fullUrl": f"{version.res_type}/{version.res_id}"}
     if prefer == "representation":
         entry["resource"] = version.resource()
@@ -291,8 +364,13 @@ def _response(version: Version, status: int, prefer: str) -> dict[str, Any]:
         "etag": version.etag,
         "lastModified": instant(version.ts),
     }
-    if prefer == "OperationOutcome":
-        response["outcome"] = operation_outcome([Issue("informational", f"{version.location}", severity="information")])
+    if prefer == "OperationOutcome" or warnings:
+        stored = (
+            [Issue("informational", f"{version.location}", severity="information")]
+            if prefer == "OperationOutcome"
+            else []
+        )
+        response["outcome"] = operation_outcome([*stored, *(warnings or [])])
     entry["response"] = response
     return entry
 

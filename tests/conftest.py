@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 import uvicorn
 from sqlalchemy import Engine, create_engine, text
@@ -69,6 +70,8 @@ class Backend:
     def __init__(self, name: str, tmp: Path) -> None:
         self.name = name
         self._schema: str | None = None
+        self.tokens: dict[tuple[str, str | None, bool], str] = {}
+        """Access tokens of clients registered in this database, by (scope, organization, exchange)."""
         if name == "sqlite":
             self.url = f"sqlite:///{tmp / 'hie.db'}"
             self.settings = Settings(database_url=self.url)
@@ -84,6 +87,9 @@ class Backend:
             self.url = url.render_as_string(hide_password=False)
             self.settings = Settings(database_url=self.url)
             self.engine = create_db_engine(self.settings)
+        # The MPI adds a golden Patient per resident; suites that count Patients run without it
+        # (tests/ehr_archive turn it on with settings.model_copy(update={"mpi_enabled": True})).
+        self.settings = self.settings.model_copy(update={"mpi_enabled": False})
         upgrade(self.engine)
 
     def close(self) -> None:
@@ -107,12 +113,39 @@ def engine(backend: Backend) -> Engine:
     return backend.engine
 
 
+def token_for(
+    backend: Backend, scope: str = "system/*.*", *, organization: str | None = None, exchange: bool | None = None
+) -> str:
+    """An access token of a client registered in this backend's database (one client per distinct request).
+
+    The default is the suite's all-access client: ``system/*.*`` acting for the exchange itself, so neither
+    scopes nor institution filters restrict it. Tokens live a day, longer than any test module.
+    """
+    from fhir_server.auth.cli import create_client, issue_token
+
+    if exchange is None:
+        exchange = scope == "system/*.*" and organization is None
+    key = (scope, organization, exchange)
+    tokens = backend.tokens
+    if key not in tokens:
+        client, _ = create_client(
+            backend.engine, name="test suite", scopes=scope, organization=organization, exchange=exchange
+        )
+        tokens[key] = issue_token(backend.engine, backend.settings, client.client_id, scope, lifetime=86_400)[0]
+    return tokens[key]
+
+
+def auth_headers(backend: Backend, scope: str = "system/*.*", **client: object) -> dict[str, str]:
+    """``Authorization: Bearer …`` for clients of tests that build their own TestClient, httpx or FHIR client."""
+    return {"Authorization": f"Bearer {token_for(backend, scope, **client)}"}  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def client(backend: Backend):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     app = create_app(backend.settings, backend.engine)
-    with TestClient(app, base_url="http://testserver") as test_client:
+    with TestClient(app, base_url="http://testserver", headers=auth_headers(backend)) as test_client:
         yield test_client
 
 
@@ -125,7 +158,11 @@ def _free_port() -> int:
 class LiveServer:
     """``hie serve``'s application on a real socket, in a background thread."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, headers: dict[str, str] | None = None) -> None:
+        self.headers = headers or {}
+        """``Authorization`` of the suite's all-access client: pass it to every client of this server."""
+        self.http = httpx.Client(headers=self.headers)
+        """An httpx client (thread-safe) that sends those headers: ``live_server.http.get(url)``."""
         self.port = _free_port()
         config = uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
@@ -141,10 +178,11 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.http.close()
 
 
 @pytest.fixture(scope="module")
 def live_server(backend: Backend) -> Iterator[LiveServer]:
-    server = LiveServer(backend.settings, backend.engine)
+    server = LiveServer(backend.settings, backend.engine, auth_headers(backend))
     yield server
     server.stop()

@@ -14,9 +14,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ehr_archive.identifiers import validate_patient_identifiers
-from fhir_server import definitions
+from ehr_archive.mpi import install_mpi
+from fhir_server import access, definitions
 from fhir_server.api import bulk, interactions, operations, search, subscriptions
+from fhir_server.api.hardening import install_hardening, install_log_masking, rate_limits
 from fhir_server.api.negotiation import FHIR_JSON
+from fhir_server.audit import AuditMiddleware, AuditTrail
+from fhir_server.audit.trail import with_trail
+from fhir_server.auth import endpoint as auth_endpoint
+from fhir_server.auth.authority import Authority
+from fhir_server.auth.middleware import AuthMiddleware
 from fhir_server.background import Background
 from fhir_server.config import Settings, load_settings
 from fhir_server.errors import FhirError, Issue, http_status, operation_outcome
@@ -32,7 +39,8 @@ def patient_identifier_check(resource: dict[str, Any]) -> list[Issue]:
     if resource.get("resourceType") != "Patient":
         return []
     report = validate_patient_identifiers(resource)
-    return [Issue(i.code, i.diagnostics, severity=i.severity, expression=i.expression) for i in report.errors]
+    found = [*report.errors, *report.warnings]
+    return [Issue(i.code, i.diagnostics, severity=i.severity, expression=i.expression) for i in found]
 
 
 T = TypeVar("T")
@@ -50,6 +58,8 @@ class Context:
             max_delete=settings.max_conditional_delete,
             checks=[patient_identifier_check, check_subscription],
         )
+        if settings.mpi_enabled:
+            install_mpi(self.service)
 
     async def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
         """Run ``work`` in one transaction off the event loop; retry when a concurrent writer won a race."""
@@ -58,7 +68,10 @@ class Context:
     def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
         for attempt in range(_RETRIES):
             try:
-                with unit_of_work(self.engine, write=write) as conn:
+                with (
+                    unit_of_work(self.engine, write=write) as conn,
+                    access.recorded_writes(conn, self.service.repository),
+                ):
                     return work(conn)
             except (IntegrityError, OperationalError) as exc:
                 if attempt == _RETRIES - 1 or not _is_retryable(exc):
@@ -99,15 +112,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     engine = engine or create_db_engine(settings)
     context = Context(settings, engine)
     background = Background(settings, engine, context.service)
+    audit = AuditTrail(
+        engine,
+        enabled=settings.audit_enabled,
+        batch_size=settings.audit_batch_size,
+        interval=settings.audit_flush_seconds,
+    )
     app = FastAPI(
         title="Wuzhou Health Information Exchange",
         version="0.1.0",
         docs_url="/docs",
         redoc_url=None,
-        lifespan=background.lifespan,
+        lifespan=with_trail(audit, background.lifespan),
+        dependencies=rate_limits(settings),
     )
     app.state.context = context
+    app.add_middleware(access.BindCaller)  # the request's principal stamps its writes (docs/SECURITY.md)
+    authority = Authority(settings, engine)
+    app.state.authority = authority
+    app.add_middleware(AuthMiddleware, authority=authority)  # outside BindCaller, inside audit: sets the principal
     app.state.background = background
+    app.state.audit = audit
 
     @app.exception_handler(FhirError)
     async def _fhir_error(_request: Request, exc: FhirError) -> Response:
@@ -134,6 +159,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         body = operation_outcome([Issue("exception", f"Internal error ({type(exc).__name__}); it has been logged.")])
         return Response(content=_dump(body), status_code=500, media_type=FHIR_JSON)
 
+    app.include_router(auth_endpoint.router(context, authority))  # /auth/token, /.well-known/smart-configuration
     app.include_router(subscriptions.router(context, background))  # before operations: $resend, the websocket
     app.include_router(bulk.router(context, background))  # before operations and interactions: $export
     app.include_router(operations.router(context))  # before interactions: Patient/$everything is no read
@@ -148,4 +174,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "fhirVersion": definitions.FHIR_VERSION,
         }
 
+    install_hardening(app, settings, inner=lambda: app.add_middleware(AuditMiddleware, trail=audit))
+    install_log_masking()
     return app

@@ -14,9 +14,11 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
+from fhir_server.access import ordinary_access
 from fhir_server.api.negotiation import FHIR_JSON, check_accept, check_content_type, dump, http_date, read_body
+from fhir_server.auth.enforce import require_read
 from fhir_server.bulk import export
-from fhir_server.bulk.scope import parse_kickoff
+from fhir_server.bulk.scope import export_types, parse_kickoff
 from fhir_server.errors import FhirError, Issue, invalid, not_found, operation_outcome
 from fhir_server.repository import check_id
 from fhir_server.validation import parse_json
@@ -74,6 +76,8 @@ def router(ctx: Context, background: Background | None = None) -> APIRouter:
         respond_async(request)
         params = await kickoff_parameters(request)
         scope = parse_kickoff(service.registry, level, params, group_id=group_id)
+        scope.access = ordinary_access(request)  # institution and consent apply; never break-glass
+        require_read(request, export_types(scope))  # Bulk Data IG: read scope on every exported type
 
         def work(conn: Connection) -> str:
             if group_id is not None:

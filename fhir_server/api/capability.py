@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import definitions
-from fhir_server.operations import system_operations, type_operations
+from fhir_server.operations import bulk_export, system_operations, type_operations
 from fhir_server.search.parameters import Registry
 from fhir_server.search.query import SUPPORTED_TYPES
 
@@ -40,6 +40,7 @@ def capability_statement(registry: Registry, base: str, *, software_version: str
         "date": "2026-11-28",
         "publisher": "Wuzhou Health Information Exchange",
         "kind": "instance",
+        "instantiates": [bulk_export.CAPABILITY],
         "software": {"name": "Wuzhou HIE FHIR server", "version": software_version},
         "implementation": {"description": "Wuzhou regional health archive", "url": base},
         "fhirVersion": definitions.FHIR_VERSION,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
 from fhir_server import definitions
+from fhir_server.access import check_readable, ordinary_access, read_access
 from fhir_server.api.bundles import decode_cursor, history_bundle
 from fhir_server.api.capability import capability_statement
 from fhir_server.api.negotiation import (
@@ -22,6 +24,9 @@ from fhir_server.api.negotiation import (
     read_body,
 )
 from fhir_server.api.shaping import select_elements, summarise
+from fhir_server.audit.collector import collector_of, note_bundle, note_resource, note_version
+from fhir_server.auth.endpoint import declare_security
+from fhir_server.auth.enforce import bundle_authorizer, check_in_scope
 from fhir_server.errors import FhirError, Issue, invalid, not_found, operation_outcome
 from fhir_server.repository import Version
 from fhir_server.search.values import date_range
@@ -48,14 +53,27 @@ def version_headers(base: str, version: Version, *, location: bool = False) -> d
     return headers
 
 
-def write_response(request: Request, base: str, version: Version, status: int, message: str) -> Response:
-    """The answer to create/update/patch, shaped by ``Prefer: return`` (R4B §3.1.0.8.3)."""
+def write_response(
+    request: Request,
+    base: str,
+    version: Version,
+    status: int,
+    message: str,
+    *,
+    warnings: Callable[[dict[str, Any]], list[Issue]] | None = None,
+) -> Response:
+    """The answer to create/update/patch, shaped by ``Prefer: return`` (R4B §3.1.0.8.3).
+
+    ``return=OperationOutcome`` also carries the ``warnings`` the domain checks find on the stored resource.
+    """
     headers = version_headers(base, version, location=True)
+    note_version(request, version)
     prefer = prefer_return(request)
     if prefer == "minimal":
         return Response(status_code=status, headers=headers)
     if prefer == "OperationOutcome":
-        body = operation_outcome([Issue("informational", message, severity="information")])
+        found = warnings(version.resource()) if warnings is not None else []
+        body = operation_outcome([Issue("informational", message, severity="information"), *found])
     else:
         body = version.resource()
     return Response(dump(body, request), status_code=status, headers=headers, media_type=FHIR_JSON)
@@ -63,6 +81,7 @@ def write_response(request: Request, base: str, version: Version, status: int, m
 
 def resource_response(request: Request, version: Version) -> Response:
     resource = version.resource()
+    note_resource(request, resource)
     resource = summarise(resource, request.query_params.get("_summary"))
     resource = select_elements(resource, request.query_params.get("_elements"))
     headers = {"ETag": version.etag, "Last-Modified": http_date(version.ts)}
@@ -100,7 +119,7 @@ def router(ctx: Context) -> APIRouter:
             raise FhirError("structure", "The body must be a JSON object holding one FHIR resource.")
         return body
 
-    bundles = BundleProcessor(service, max_entries=ctx.settings.max_bundle_entries)
+    bundles = BundleProcessor(service, max_entries=ctx.settings.max_bundle_entries, settings=ctx.settings)
 
     @api.post("")
     @api.post("/")
@@ -109,15 +128,25 @@ def router(ctx: Context) -> APIRouter:
         check_accept(request)
         bundle = await resource_body(request, *_RESOURCE_BODY)
         kind = bundles.check(bundle)
+        collector = collector_of(request)
+        if collector is not None:
+            collector.interaction = kind
         prefer = prefer_return(request)
         process = bundles.transaction if kind == "transaction" else bundles.batch
-        result = await ctx.run(lambda conn: process(conn, bundle, prefer=prefer))
+        base = ctx.base_url(request)
+        access = ordinary_access(request)  # a bundle's reads are filtered too, never break-glass
+        authorize = bundle_authorizer(request)
+        result = await ctx.run(
+            lambda conn: process(conn, bundle, prefer=prefer, base=base, access=access, authorize=authorize)
+        )
+        note_bundle(request, result)
         return Response(dump(result, request), media_type=FHIR_JSON)
 
     @api.get("/metadata")
     async def metadata(request: Request) -> Response:
         check_accept(request)
         body = capability_statement(service.registry, ctx.base_url(request), software_version="0.1.0", search=True)
+        declare_security(body, request)
         return Response(dump(body, request), media_type=FHIR_JSON)
 
     async def history(request: Request, res_type: str | None, res_id: str | None) -> Response:
@@ -127,10 +156,12 @@ def router(ctx: Context) -> APIRouter:
         at = _instant_param(request, "_at")
         cursor = request.query_params.get("_cursor")
         after = decode_cursor(cursor, 3) if cursor else None
+        access = read_access(request)
 
         def work(conn):  # type: ignore[no-untyped-def]
             total = None
             if res_id is not None:
+                check_readable(conn, access, res_type, res_id)  # type: ignore[arg-type]
                 found = service.repository.current(conn, res_type, res_id)
                 if found is None:
                     raise not_found(f"{res_type}/{res_id} is not known to this server.")
@@ -143,6 +174,7 @@ def router(ctx: Context) -> APIRouter:
                 at=at,
                 count=count + 1,
                 after=after,  # type: ignore[arg-type]
+                visible=access.restriction,
             )
             return versions, total
 
@@ -151,6 +183,7 @@ def router(ctx: Context) -> APIRouter:
         bundle = history_bundle(
             ctx.base_url(request), path, list(request.query_params.multi_items()), versions, count, total
         )
+        note_bundle(request, bundle)
         return Response(dump(bundle, request), media_type=FHIR_JSON)
 
     @api.get("/_history")
@@ -171,14 +204,27 @@ def router(ctx: Context) -> APIRouter:
         known_type(res_type)
         if not version_id.isdigit():
             raise not_found(f"{res_type}/{res_id} has no version '{version_id}'.")
-        found = await ctx.run(lambda conn: service.vread(conn, res_type, res_id, int(version_id)), write=False)
+        access = read_access(request)
+
+        def read_version(conn):  # type: ignore[no-untyped-def]
+            check_in_scope(conn, service.matches, request, res_type, res_id, "r")
+            return service.vread(conn, res_type, res_id, int(version_id), access=access)
+
+        found = await ctx.run(read_version, write=False)
         return resource_response(request, found)
 
     @api.get("/{res_type}/{res_id}")
     async def read(request: Request, res_type: str, res_id: str) -> Response:
         check_accept(request)
         known_type(res_type)
-        found = await ctx.run(lambda conn: service.read(conn, res_type, res_id), write=False)
+        access = read_access(request)
+
+        def read_current(conn):  # type: ignore[no-untyped-def]
+            version = service.read(conn, res_type, res_id, access=access)
+            check_in_scope(conn, service.matches, request, res_type, res_id, "r")
+            return version
+
+        found = await ctx.run(read_current, write=False)
         if not_modified(request, found.version, found.ts):
             return Response(status_code=304, headers={"ETag": found.etag, "Last-Modified": http_date(found.ts)})
         return resource_response(request, found)
@@ -194,14 +240,21 @@ def router(ctx: Context) -> APIRouter:
                 expression=("resourceType",),
             )
         if_none_exist = request.headers.get("if-none-exist")
-        outcome = await ctx.run(lambda conn: service.create(conn, resource, if_none_exist=if_none_exist))
+
+        def create_in_scope(conn):  # type: ignore[no-untyped-def]
+            outcome = service.create(conn, resource, if_none_exist=if_none_exist)
+            check_in_scope(conn, service.matches, request, res_type, outcome.version.res_id, "c")
+            return outcome
+
+        outcome = await ctx.run(create_in_scope)
         base = ctx.base_url(request)
         if not outcome.created:
             message = (
                 f"{outcome.version.res_type}/{outcome.version.res_id} already matches If-None-Exist; nothing created."
             )
             return write_response(request, base, outcome.version, 200, message)
-        return write_response(request, base, outcome.version, 201, f"Created {outcome.version.location}.")
+        created = f"Created {outcome.version.location}."
+        return write_response(request, base, outcome.version, 201, created, warnings=service.warnings)
 
     @api.put("/{res_type}/{res_id}")
     async def update(request: Request, res_type: str, res_id: str) -> Response:
@@ -209,10 +262,22 @@ def router(ctx: Context) -> APIRouter:
         known_type(res_type)
         resource = await resource_body(request, *_RESOURCE_BODY)
         if_match = if_match_version(request)
-        result = await ctx.run(lambda conn: service.update(conn, res_type, res_id, resource, if_match=if_match))
+
+        def update_in_scope(conn):  # type: ignore[no-untyped-def]
+            check_in_scope(conn, service.matches, request, res_type, res_id, "u", existing=True)
+            result = service.update(conn, res_type, res_id, resource, if_match=if_match)
+            check_in_scope(conn, service.matches, request, res_type, res_id, "u")
+            return result
+
+        result = await ctx.run(update_in_scope)
         status = 201 if result.created else 200
         return write_response(
-            request, ctx.base_url(request), result.version, status, f"Stored {result.version.location}."
+            request,
+            ctx.base_url(request),
+            result.version,
+            status,
+            f"Stored {result.version.location}.",
+            warnings=service.warnings,
         )
 
     @api.put("/{res_type}")
@@ -229,7 +294,12 @@ def router(ctx: Context) -> APIRouter:
         )
         status = 201 if result.created else 200
         return write_response(
-            request, ctx.base_url(request), result.version, status, f"Stored {result.version.location}."
+            request,
+            ctx.base_url(request),
+            result.version,
+            status,
+            f"Stored {result.version.location}.",
+            warnings=service.warnings,
         )
 
     @api.patch("/{res_type}/{res_id}")
@@ -239,9 +309,21 @@ def router(ctx: Context) -> APIRouter:
         check_content_type(request, JSON_PATCH, *_RESOURCE_BODY)
         document = parse_json(await read_body(request, limit))
         if_match = if_match_version(request)
-        result = await ctx.run(lambda conn: service.patch(conn, res_type, res_id, document, if_match=if_match))
+
+        def patch_in_scope(conn):  # type: ignore[no-untyped-def]
+            check_in_scope(conn, service.matches, request, res_type, res_id, "u", existing=True)
+            result = service.patch(conn, res_type, res_id, document, if_match=if_match)
+            check_in_scope(conn, service.matches, request, res_type, res_id, "u")
+            return result
+
+        result = await ctx.run(patch_in_scope)
         return write_response(
-            request, ctx.base_url(request), result.version, 200, f"Patched {result.version.location}."
+            request,
+            ctx.base_url(request),
+            result.version,
+            200,
+            f"Patched {result.version.location}.",
+            warnings=service.warnings,
         )
 
     @api.patch("/{res_type}")
@@ -258,7 +340,12 @@ def router(ctx: Context) -> APIRouter:
             lambda conn: service.conditional_patch(conn, res_type, query, document, if_match=if_match)
         )
         return write_response(
-            request, ctx.base_url(request), result.version, 200, f"Patched {result.version.location}."
+            request,
+            ctx.base_url(request),
+            result.version,
+            200,
+            f"Patched {result.version.location}.",
+            warnings=service.warnings,
         )
 
     @api.delete("/{res_type}/{res_id}")
@@ -266,7 +353,17 @@ def router(ctx: Context) -> APIRouter:
         check_accept(request)
         known_type(res_type)
         if_match = if_match_version(request)
-        tombstone = await ctx.run(lambda conn: service.delete(conn, res_type, res_id, if_match=if_match))
+        collector = collector_of(request)
+
+        def work(conn):  # type: ignore[no-untyped-def]
+            if collector is not None:  # the audit names the residents of what is deleted
+                previous = service.repository.current(conn, res_type, res_id)
+                if previous is not None and previous.body is not None:
+                    collector.resource(previous.resource())
+            check_in_scope(conn, service.matches, request, res_type, res_id, "d", existing=True)
+            return service.delete(conn, res_type, res_id, if_match=if_match)
+
+        tombstone = await ctx.run(work)
         headers = {"ETag": tombstone.etag} if tombstone is not None else {}
         message = (
             f"Deleted {res_type}/{res_id}." if tombstone else f"{res_type}/{res_id} did not exist; nothing to delete."
@@ -282,6 +379,9 @@ def router(ctx: Context) -> APIRouter:
         if not query:
             raise FhirError("method-not-allowed", f"DELETE {res_type} needs an id in the URL or search parameters.")
         deleted = await ctx.run(lambda conn: service.conditional_delete(conn, res_type, query))
+        collector = collector_of(request)
+        for version in deleted if collector is not None else ():
+            collector.reference(f"{version.res_type}/{version.res_id}")
         message = f"Deleted {len(deleted)} {res_type} resource(s) matching '{query}'."
         body = operation_outcome([Issue("informational", message, severity="information")])
         return Response(dump(body, request), status_code=200, media_type=FHIR_JSON)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
+from fhir_server.access import ordinary_access, read_access
 from fhir_server.api.interactions import known_type, resource_response
 from fhir_server.api.negotiation import (
     FHIR_JSON,
@@ -22,6 +23,7 @@ from fhir_server.api.negotiation import (
     read_body,
 )
 from fhir_server.api.shaping import select_elements, summarise
+from fhir_server.audit.collector import collector_of, note_bundle, principal_of
 from fhir_server.errors import FhirError
 from fhir_server.operations import Invocation, definition_by_id, find_operation, read_inputs
 from fhir_server.repository import check_id
@@ -56,8 +58,13 @@ def router(ctx: Context) -> APIRouter:
             inputs=inputs.values,
             search=inputs.search,
             cursor=inputs.cursor,
+            principal=principal_of(request),
+            audit=collector_of(request),
+            access=ordinary_access(request) if operation.affects_state else read_access(request),
         )
         result = await ctx.run(lambda conn: operation.run(call, conn), write=operation.affects_state)
+        if result.get("resourceType") == "Bundle":
+            note_bundle(request, result)
         return Response(dump(result, request), media_type=FHIR_JSON)
 
     @api.get("/OperationDefinition/{definition_id}")

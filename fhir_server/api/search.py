@@ -13,8 +13,11 @@ from fastapi import APIRouter, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from fhir_server import definitions
+from fhir_server.access import read_access
 from fhir_server.api.negotiation import FHIR_JSON, check_accept, check_content_type, dump, read_body
 from fhir_server.api.shaping import select_elements, summarise
+from fhir_server.audit.collector import note_search
+from fhir_server.auth.enforce import include_types, restricted_to_types, search_clauses
 from fhir_server.errors import Issue, not_found, operation_outcome
 from fhir_server.repository import Version, check_id
 from fhir_server.search.custom import sync_custom_parameters
@@ -102,8 +105,11 @@ def searchset(
             if mode == "match":
                 resource = select_elements(summarise(resource, request.summary), request.elements)
             entries.append({"fullUrl": f"{base}/{hit.type}/{hit.id}", "resource": resource, "search": {"mode": mode}})
-    if request.ignored:
-        issues = [Issue("not-supported", f"Ignored {text}", severity="warning") for text in request.ignored]
+    issues = [Issue("not-supported", f"Ignored {text}", severity="warning") for text in request.ignored]
+    if page.total_estimated:
+        text = "Bundle.total is an estimate: counting every match would cost too much; ask _total=accurate."
+        issues.append(Issue("informational", text, severity="information"))
+    if issues:
         entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
     if entries:
         bundle["entry"] = entries
@@ -132,6 +138,8 @@ def router(ctx: Context) -> APIRouter:
         params = await search_parameters(request)
         lenient = handling(request) == "lenient"
         base = ctx.base_url(request)
+        restrict = read_access(request).restriction
+        include_restrict = restricted_to_types(restrict, include_types(request))
 
         def work(conn: Connection) -> tuple[SearchRequest, Page, list[Hit], dict[int, Version]]:
             sync_custom_parameters(conn, service.registry)
@@ -145,13 +153,15 @@ def router(ctx: Context) -> APIRouter:
                 base_url=base,
                 system_level=system_level,
             )
-            page = search(conn, parsed, [compartment] if compartment else None)
-            extra = included(conn, page.hits, parsed.includes, limit=MAX_INCLUDED_PER_PAGE)
+            scoped = [*([compartment] if compartment else []), *search_clauses(request, service.registry, parsed.types)]
+            page = search(conn, parsed, scoped or None, restrict=restrict, count_limit=settings.search_count_limit)
+            extra = included(conn, page.hits, parsed.includes, limit=MAX_INCLUDED_PER_PAGE, restrict=include_restrict)
             loaded = service.repository.load_many(conn, [hit.pk for hit in [*page.hits, *extra]])
             return parsed, page, extra, {version.res_pk: version for version in loaded}
 
         parsed, page, extra, versions = await ctx.run(work, write=False)
         bundle = searchset(base, path, parsed, page, versions, extra)
+        note_search(request, params, bundle, versions.values() if parsed.summary or parsed.elements else None)
         return Response(dump(bundle, request), media_type=FHIR_JSON)
 
     @api.get("")

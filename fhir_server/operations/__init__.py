@@ -1,7 +1,9 @@
 """Extended operations (R4B operations.html): one module per ``$operation``, each declaring its OperationDefinition.
 
 Modules: ``validate``, ``meta`` (``$meta``, ``$meta-add``, ``$meta-delete``), ``everything``, ``lastn``,
-``stats``, ``expunge``. ``inputs`` checks a call against a declaration; ``registry`` lists and finds operations.
+``stats``, ``expunge``, ``access_log`` (``Patient/[id]/$access-log``); ``bulk_export`` and ``resend`` declare
+operations served by their own routes (Bulk Data ``$export``, ``Subscription/[id]/$resend``). ``inputs`` checks
+a call against a declaration; ``registry`` lists and finds operations.
 """
 
 from fhir_server.operations.base import DEFINITION_BASE, Invocation, Operation, Parameter

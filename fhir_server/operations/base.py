@@ -12,6 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from fhir_server.access import UNRESTRICTED, Access
+from fhir_server.audit.collector import AccessCollector
+from fhir_server.auth.principal import SYSTEM, Principal
 from fhir_server.config import Settings
 from fhir_server.search.parameters import LOCAL_BASE
 from fhir_server.service import FhirService
@@ -51,6 +54,12 @@ class Invocation:
     search: list[tuple[str, str]] = field(default_factory=list)
     """Search parameters, for operations that take them (``Observation/$lastn``)."""
     cursor: str | None = None
+    principal: Principal = SYSTEM
+    """The caller (``request.state.principal``); the exchange itself in-process."""
+    access: Access = UNRESTRICTED
+    """What the caller may read (institution, consent, break-glass): operations filter their SQL with it."""
+    audit: AccessCollector | None = None
+    """What the request touched, for the audit trail (``$expunge`` reports the resources it erased)."""
 
     def one(self, name: str, default: Any = None) -> Any:
         values = self.inputs.get(name)

@@ -118,12 +118,15 @@ def care_date(res_type: str) -> str:
 
 def everything(call: Invocation, conn: Connection) -> dict[str, Any]:
     if call.res_id is not None:
-        call.service.read(conn, "Patient", call.res_id)  # 404 or 410 for an unknown or deleted patient
+        call.service.read(conn, "Patient", call.res_id, access=call.access)  # 404/410: unknown, hidden, deleted
     count = min(call.one("_count", call.settings.default_page_size), call.settings.max_page_size)
     after = _decode_cursor(call.cursor) if call.cursor else 0
     members = record(call.res_id, _range(call, "start", 0), _range(call, "end", 1))
     r = resources.c
     where = [r.res_pk.in_(select(members.c.res_pk)), r.deleted.is_(False)]
+    restrict = call.access.restriction
+    if restrict is not None:  # what the caller may read of the record, in the SQL: totals and pages exact
+        where.append(restrict(resources, None))
     types = _types(call.all("_type"))
     if types:
         where.append(r.res_type.in_(types))

@@ -3,13 +3,12 @@
 Refused (403) unless ``HIE_ALLOW_EXPUNGE`` is set, for administrators until authorisation exists. At instance
 level it removes one resource whatever its state; at type level the resources of the type that are deleted
 (tombstoned), oldest first, at most ``limit`` per call (the answer says how many were removed: call again until
-it is 0). Each call that removes something is recorded by an AuditEvent written through the FHIR service in the
-same unit of work.
+it is 0). The audit trail records each call with the removed resources as entities of lifecycle 14 (permanent
+erasure) and action D.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -17,8 +16,6 @@ from sqlalchemy import Connection
 from fhir_server.errors import FhirError, not_found
 from fhir_server.operations.base import Invocation, Operation
 from fhir_server.operations.inputs import bad_input
-from fhir_server.repository import instant
-from fhir_server.search.values import to_micros
 
 DEFAULT_LIMIT = 1000
 
@@ -66,55 +63,11 @@ def expunge(call: Invocation, conn: Connection) -> dict[str, Any]:
     else:
         targets = repository.deleted_resources(conn, res_type, limit=call.one("limit", DEFAULT_LIMIT))
     removed = repository.expunge(conn, [version.res_pk for version in targets])
-    if targets:
-        call.service.create(conn, audit_event([f"{v.res_type}/{v.res_id}" for v in targets], removed))
+    if targets and call.audit is not None:
+        call.audit.expunged([f"{v.res_type}/{v.res_id}" for v in targets])
     return {
         "resourceType": "Parameters",
         "parameter": [{"name": "count", "valueInteger": len(targets)}, {"name": "versions", "valueInteger": removed}],
-    }
-
-
-def audit_event(references: list[str], versions: int) -> dict[str, Any]:
-    """The AuditEvent of one expunge (R4B AuditEvent; DICOM lifecycle 14, permanent erasure)."""
-    return {
-        "resourceType": "AuditEvent",
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-            "display": "RESTful Operation",
-        },
-        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": "delete", "display": "delete"}],
-        "action": "D",
-        "recorded": instant(to_micros(datetime.now(UTC))),
-        "outcome": "0",
-        "outcomeDesc": f"$expunge removed {len(references)} resource(s) and {versions} version(s).",
-        "agent": [{"requestor": True, "who": {"display": "server administrator ($expunge)"}}],
-        "source": {
-            "observer": {"display": "Wuzhou HIE FHIR server"},
-            "type": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                    "code": "4",
-                    "display": "Application Server",
-                }
-            ],
-        },
-        "entity": [
-            {
-                "what": {"reference": reference},
-                "type": {
-                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                    "code": "2",
-                    "display": "System Object",
-                },
-                "lifecycle": {
-                    "system": "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle",
-                    "code": "14",
-                    "display": "Permanent erasure / Physical destruction",
-                },
-            }
-            for reference in references
-        ],
     }
 
 

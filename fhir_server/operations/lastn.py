@@ -60,7 +60,7 @@ def lastn(call: Invocation, conn: Connection) -> dict[str, Any]:
     registry = call.service.registry
     sync_custom_parameters(conn, registry)
     request = parse_request(registry, ("Observation",), call.search, base_url=call.base)
-    matching = filtered(conn, request).subquery("matching")
+    matching = filtered(conn, request, restrict=call.access.restriction).subquery("matching")
     code = token_index.alias("code")
     subject = reference_index.alias("subject")
     when = date_index.alias("effective")

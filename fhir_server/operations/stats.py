@@ -106,7 +106,8 @@ def stats(call: Invocation, conn: Connection) -> dict[str, Any]:
     registry = call.service.registry
     sync_custom_parameters(conn, registry)
     request = parse_request(registry, ("Observation",), params, base_url=call.base)
-    pks = list(conn.execute(filtered(conn, request).order_by(None).limit(MAX_OBSERVATIONS + 1)).scalars())
+    matching = filtered(conn, request, restrict=call.access.restriction)
+    pks = list(conn.execute(matching.order_by(None).limit(MAX_OBSERVATIONS + 1)).scalars())
     if len(pks) > MAX_OBSERVATIONS:
         raise FhirError("too-costly", f"$stats finds more than {MAX_OBSERVATIONS} observations; shorten the period.")
     sources = [version.resource() for version in call.service.repository.load_many(conn, sorted(pks))]

@@ -41,6 +41,9 @@ class SubscriptionSpec:
     headers: tuple[tuple[str, str], ...]
     secret: str | None
     end: int | None
+    owner: str | None = None
+    """The institution that created the Subscription: it is notified only of what it may read (consent as of the
+    match); None for the exchange's own."""
 
 
 def split_criteria(criteria: str) -> tuple[str, list[tuple[str, str]]]:

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -110,11 +110,15 @@ class Dispatcher:
         return live
 
     def _load(self, conn: Connection) -> dict[str, SubscriptionSpec]:
-        pks = conn.execute(
-            select(resources.c.res_pk).where(resources.c.res_type == "Subscription", resources.c.deleted.is_(False))
-        ).scalars()
+        owners = dict(
+            conn.execute(
+                select(resources.c.res_pk, resources.c.owner_org).where(
+                    resources.c.res_type == "Subscription", resources.c.deleted.is_(False)
+                )
+            ).all()
+        )
         specs = {}
-        for version in self.service.repository.load_many(conn, list(pks)):
+        for version in self.service.repository.load_many(conn, list(owners)):
             resource = version.resource()
             if resource.get("status") not in ("requested", "active"):
                 continue
@@ -126,7 +130,7 @@ class Dispatcher:
             if spec.status == "requested":
                 self._set_status(conn, spec.id, "active", None)
                 spec = parse_subscription({**resource, "status": "active"})
-            specs[spec.id] = spec
+            specs[spec.id] = replace(spec, owner=owners[version.res_pk])
         return specs
 
     def _set_status(self, conn: Connection, subscription_id: str, status: str, reason: str | None) -> None:

@@ -12,6 +12,7 @@ import uuid
 
 from sqlalchemy import Connection, insert, select
 
+from fhir_server.access import Access, Restriction
 from fhir_server.errors import FhirError
 from fhir_server.outbox import Event
 from fhir_server.repository import Repository
@@ -52,10 +53,16 @@ def matching_ids(conn: Connection, registry: Registry, spec: SubscriptionSpec, r
     found: set[str] = set()
     for start in range(0, len(res_ids), _CHUNK):
         chunk = res_ids[start : start + _CHUNK]
-        pks = find(conn, registry, spec.res_type, [*spec.params, ("_id", ",".join(chunk))], limit=len(chunk))
+        params = [*spec.params, ("_id", ",".join(chunk))]
+        pks = find(conn, registry, spec.res_type, params, limit=len(chunk), restrict=_restriction(spec))
         if pks:
             found |= set(conn.execute(select(resources.c.res_id).where(resources.c.res_pk.in_(pks))).scalars())
     return found
+
+
+def _restriction(spec: SubscriptionSpec) -> Restriction | None:
+    """What the subscriber's institution may read (docs/SECURITY.md); the exchange's own see everything."""
+    return None if spec.owner is None else Access(org=spec.owner).restriction
 
 
 def _current_versions(conn: Connection, pks: list[int]) -> dict[int, int]:
@@ -77,11 +84,19 @@ def _shadow_matches(conn: Connection, registry: Registry, specs: list[Subscripti
     except FhirError:  # the version is no longer stored ($expunge): nothing to notify
         return set()
     shadow_id = str(uuid.uuid4())
+    owner = conn.execute(select(resources.c.owner_org).where(resources.c.res_pk == event.res_pk)).scalar()
     savepoint = conn.begin_nested()
     try:
         res_pk = conn.execute(
             insert(resources)
-            .values(res_type=event.res_type, res_id=shadow_id, version=event.version, ts=event.ts, deleted=False)
+            .values(
+                res_type=event.res_type,
+                res_id=shadow_id,
+                version=event.version,
+                ts=event.ts,
+                deleted=False,
+                owner_org=owner,
+            )
             .returning(resources.c.res_pk)
         ).scalar_one()
         for table, rows in index_rows(registry, event.res_type, resource).items():

@@ -13,6 +13,7 @@ from requests import HTTPError
 def test_fhirclient_crud_and_history(live_server):
     smart = smart_client.FHIRClient(settings={"app_id": "hie-tests", "api_base": live_server.base_url})
     server = smart.server
+    server.session.headers.update(live_server.headers)
 
     patient = Patient({"gender": "female", "birthDate": "1965-11-23"})
     name = HumanName()

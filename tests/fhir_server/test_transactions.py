@@ -6,7 +6,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+from tests.conftest import auth_headers
 
 
 def tx(entries: list[dict], kind: str = "transaction") -> dict:
@@ -132,7 +132,7 @@ def test_bundle_entry_limit_is_413(backend):
     from fhir_server.api.app import create_app
 
     settings = backend.settings.model_copy(update={"max_bundle_entries": 3})
-    with TestClient(create_app(settings, backend.engine)) as small:
+    with TestClient(create_app(settings, backend.engine), headers=auth_headers(backend)) as small:
         response = small.post("/fhir", json=tx([post_entry(patient()) for _ in range(4)]))
     assert response.status_code == 413
 
@@ -175,12 +175,12 @@ def test_parallel_transactions_on_the_same_resources(live_server):
             ]
         )
         barrier.wait()
-        return httpx.post(base, json=bundle, timeout=120).status_code
+        return live_server.http.post(base, json=bundle, timeout=120).status_code
 
     with ThreadPoolExecutor(clients) as pool:
         statuses = list(pool.map(send, range(clients)))
     assert statuses == [200] * clients
-    history = httpx.get(f"{base}/Patient/_history", params={"_count": 1000}).json()
+    history = live_server.http.get(f"{base}/Patient/_history", params={"_count": 1000}).json()
     ids = {
         e["resource"]["id"]
         for e in history["entry"]
@@ -189,17 +189,16 @@ def test_parallel_transactions_on_the_same_resources(live_server):
     assert len(ids) == 1
 
 
-def test_operation_entries_are_refused_and_nothing_is_stored(client):
+def test_an_operation_unsafe_in_a_transaction_is_refused_and_nothing_is_stored(client):
     value = uuid.uuid4().hex
-    merge = {"resourceType": "Parameters", "parameter": [{"name": "source-patient", "valueString": "x"}]}
     bundle = tx(
         [
             post_entry(patient(value)),
-            {"resource": merge, "request": {"method": "POST", "url": "Patient/$merge"}},
+            {"request": {"method": "POST", "url": "Patient/$expunge"}},
         ]
     )
     response = client.post("/fhir", json=bundle)
-    assert response.status_code == 405
-    assert "Patient/$merge" in response.json()["issue"][0]["diagnostics"]
+    assert response.status_code == 400
+    assert "Patient/$expunge" in response.json()["issue"][0]["diagnostics"]
     found = client.get("/fhir/Patient", params={"identifier": f"urn:test:tx|{value}"}).json()
     assert found["total"] == 0

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from fhir_server import worker
 from fhir_server.api.app import create_app
-from tests.conftest import require_service
+from tests.conftest import auth_headers, require_service
 from tests.fhir_server.bulk.helpers import dataset, download, kickoff, wait_complete
 from tests.fhir_server.subscriptions.conftest import fast_settings, subscription, wait_status
 from tests.fhir_server.subscriptions.receiver import Receiver
@@ -34,7 +34,7 @@ def celery_api(backend, tmp_path_factory) -> Iterator[TestClient]:  # type: igno
     )
     worker.use_runtime(settings)
     app = create_app(settings, backend.engine)
-    with TestClient(app, base_url="http://testserver") as client:
+    with TestClient(app, base_url="http://testserver", headers=auth_headers(backend)) as client:
         assert app.state.background.mode == "celery"
         celery_app = worker.configure(settings)
         with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False):

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fhir_server.api.app import create_app
-from tests.conftest import Backend
+from tests.conftest import Backend, auth_headers
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
@@ -17,5 +17,7 @@ FHIR = {"Content-Type": "application/fhir+json"}
 def admin_client(backend: Backend) -> Iterator[TestClient]:
     """The same database, served with ``HIE_ALLOW_EXPUNGE`` set."""
     settings = backend.settings.model_copy(update={"allow_expunge": True})
-    with TestClient(create_app(settings, backend.engine), base_url="http://testserver") as client:
+    with TestClient(
+        create_app(settings, backend.engine), base_url="http://testserver", headers=auth_headers(backend)
+    ) as client:
         yield client

@@ -276,8 +276,8 @@ def test_bad_everything_requests(client, record, query, name, words):
     assert words in issue["diagnostics"] and issue["expression"] == [name]
 
 
-async def _fhirpy_pages(base_url: str, patient_id: str) -> list[dict]:
-    client = AsyncFHIRClient(base_url)
+async def _fhirpy_pages(base_url: str, patient_id: str, authorization: str) -> list[dict]:
+    client = AsyncFHIRClient(base_url, authorization=authorization)
     bundle = await client.reference("Patient", patient_id).execute("$everything", method="get", params={"_count": 50})
     pages = [bundle]
     while next_url := next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None):
@@ -287,7 +287,7 @@ async def _fhirpy_pages(base_url: str, patient_id: str) -> list[dict]:
 
 
 def test_fhirpy_pages_through_everything(live_server, record):
-    pages = asyncio.run(_fhirpy_pages(live_server.base_url, record.id("p")))
+    pages = asyncio.run(_fhirpy_pages(live_server.base_url, record.id("p"), live_server.headers["Authorization"]))
     keys = _keys(pages)
     assert len(pages) == 5
     assert len(keys) == len(set(keys))

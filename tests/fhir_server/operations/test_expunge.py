@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import func, select
 
-from fhir_server.storage.tables import INDEX_TABLES, resource_versions, resources
+from fhir_server.storage.tables import INDEX_TABLES, audit_log, resource_versions, resources
 from tests.fhir_server.operations.conftest import FHIR
 
 
@@ -35,8 +36,16 @@ def _counts(response) -> tuple[int, int]:
 
 
 def _audits(client, reference: str) -> list[dict]:
-    bundle = client.get("/fhir/AuditEvent", params={"entity": reference}).json()
-    return [entry["resource"] for entry in bundle.get("entry", [])]
+    """The audit trail's events that record ``reference`` as permanently erased (DICOM lifecycle 14)."""
+    client.app.state.audit.flush()
+    with client.app.state.context.engine.connect() as conn:
+        events = [orjson.loads(row.event) for row in conn.execute(select(audit_log.c.event).order_by(audit_log.c.seq))]
+    return [
+        event
+        for event in events
+        for entity in event.get("entity", [])
+        if entity.get("what", {}).get("reference") == reference and entity.get("lifecycle", {}).get("code") == "14"
+    ]
 
 
 def test_expunge_is_refused_unless_allowed(client):

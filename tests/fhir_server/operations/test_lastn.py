@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fhir_server.api.app import create_app
+from tests.conftest import auth_headers
 from tests.fhir_server.operations.conftest import FHIR
 
 LOINC = "http://loinc.org"
@@ -132,7 +133,7 @@ def test_bad_lastn_requests(client, query, name, words):
 
 def test_too_many_results_ask_to_narrow(backend, record):
     settings = backend.settings.model_copy(update={"max_page_size": 2})
-    with TestClient(create_app(settings, backend.engine)) as small:
+    with TestClient(create_app(settings, backend.engine), headers=auth_headers(backend)) as small:
         response = small.get(f"/fhir/Observation/$lastn?patient={record['a']}")
     assert response.status_code == 413
     assert "narrow it" in response.json()["issue"][0]["diagnostics"]

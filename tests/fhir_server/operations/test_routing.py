@@ -112,9 +112,13 @@ def test_stored_operation_definitions_still_work(client):
 def test_the_capability_statement_lists_the_operations(client):
     statement = client.get("/fhir/metadata").json()
     rest = statement["rest"][0]
-    assert [o["name"] for o in rest["operation"]] == ["meta"]
+    assert [o["name"] for o in rest["operation"]] == ["meta", "export"]
     by_type = {entry["type"]: {o["name"]: o["definition"] for o in entry["operation"]} for entry in rest["resource"]}
-    assert set(by_type["Patient"]) == {"validate", "meta", "meta-add", "meta-delete", "everything", "expunge"}
+    mpi = {"match", "ihe-pix", "mpi-link", "mpi-not-duplicate", "merge", "unmerge"}
+    assert (
+        set(by_type["Patient"])
+        == {"validate", "meta", "meta-add", "meta-delete", "everything", "expunge", "export", "access-log"} | mpi
+    )
     assert set(by_type["Observation"]) == {"validate", "meta", "meta-add", "meta-delete", "lastn", "stats", "expunge"}
     definition = by_type["Patient"]["everything"]
     assert client.get(f"/fhir/OperationDefinition/{definition.rsplit('/', 1)[1]}").json()["url"] == definition

@@ -8,8 +8,8 @@ import uuid
 from fhirpy import AsyncFHIRClient
 
 
-async def scenario(base_url: str) -> None:
-    client = AsyncFHIRClient(base_url)
+async def scenario(base_url: str, authorization: str) -> None:
+    client = AsyncFHIRClient(base_url, authorization=authorization)
     marker = uuid.uuid4().hex
     organization = client.resource("Organization", name=f"梧州市人民医院 {marker}")
     await organization.save()
@@ -62,10 +62,10 @@ async def scenario(base_url: str) -> None:
     )
     assert {p.id for p in with_observations} == {patients[3].id, patients[4].id}
 
-    lenient = AsyncFHIRClient(base_url, extra_headers={"Prefer": "handling=lenient"})
+    lenient = AsyncFHIRClient(base_url, authorization=authorization, extra_headers={"Prefer": "handling=lenient"})
     # fhirpy's count() adds a vendor parameter (_totalMethod); lenient handling ignores it.
     assert await lenient.resources("Patient").search(identifier=f"urn:test:fhirpy|{marker}-0").count() == 1
 
 
 def test_fhirpy_search_paging_and_includes(live_server):
-    asyncio.run(scenario(live_server.base_url))
+    asyncio.run(scenario(live_server.base_url, live_server.headers["Authorization"]))

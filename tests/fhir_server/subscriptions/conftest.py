@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from fhir_server.api.app import create_app
 from fhir_server.config import Settings
 from fhir_server.subscriptions.criteria import PAYLOAD_CONTENT_URL, SIGNING_SECRET_URL
+from tests.conftest import auth_headers
 from tests.fhir_server.subscriptions.receiver import Receiver
 
 BASE = "http://hie.test/fhir"
@@ -81,7 +82,7 @@ def subscribe(client: TestClient, resource: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def client(backend) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     app = create_app(fast_settings(backend.settings), backend.engine)
-    with TestClient(app, base_url="http://testserver") as test_client:
+    with TestClient(app, base_url="http://testserver", headers=auth_headers(backend)) as test_client:
         yield test_client
 
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from fhir_server.api.app import create_app
 from fhir_server.subscriptions.dispatcher import Dispatcher
 from fhir_server.subscriptions.notify import EVENT_HEADER, Notification
+from tests.conftest import auth_headers
 from tests.fhir_server.subscriptions.conftest import fast_settings, subscription
 
 
@@ -20,7 +21,7 @@ def quiet(backend) -> Iterator[tuple[TestClient, Any]]:  # type: ignore[no-untyp
     """An API whose writes nobody dispatches until the test runs a matcher itself."""
     settings = fast_settings(backend.settings, background="off")
     app = create_app(settings, backend.engine)
-    with TestClient(app, base_url="http://testserver") as client:
+    with TestClient(app, base_url="http://testserver", headers=auth_headers(backend)) as client:
         yield client, settings
 
 
@@ -68,7 +69,7 @@ def test_superseded_and_deleted_versions_are_matched_as_written(quiet, backend) 
 def test_expunged_versions_are_skipped_without_failing_the_subscription(backend) -> None:
     settings = fast_settings(backend.settings, background="off", allow_expunge=True)
     app = create_app(settings, backend.engine)
-    with TestClient(app, base_url="http://testserver") as client:
+    with TestClient(app, base_url="http://testserver", headers=auth_headers(backend)) as client:
         tag = uuid.uuid4().hex
         sent: list[Notification] = []
         service = app.state.context.service

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from fhir_server.api.app import create_app
 from fhir_server.background import Background
 from fhir_server.subscriptions.notify import EVENT_HEADER
+from tests.conftest import auth_headers
 from tests.fhir_server.subscriptions.conftest import fast_settings, subscription, wait_status
 from tests.fhir_server.subscriptions.receiver import Receiver
 
@@ -18,7 +19,7 @@ def test_a_new_dispatcher_delivers_what_the_stopped_one_left(backend) -> None:
     settings = fast_settings(backend.settings, subscription_max_attempts=100, subscription_retry_base_seconds=0.05)
     api = create_app(settings.model_copy(update={"background": "off"}), backend.engine)
     try:
-        with TestClient(api) as client:
+        with TestClient(api, headers=auth_headers(backend)) as client:
             service = api.state.context.service
             system = f"urn:test:{uuid.uuid4().hex}"
             sub = client.post("/fhir/Subscription", json=subscription(f"Patient?identifier={system}|", receiver.url))

@@ -9,24 +9,26 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, auth_headers
 from tests.fhir_server.subscriptions.conftest import fast_settings, subscription
 
 
 @pytest.fixture(scope="module")
 def server(backend) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    live = LiveServer(fast_settings(backend.settings), backend.engine)
+    live = LiveServer(fast_settings(backend.settings), backend.engine, auth_headers(backend))
     yield live
     live.stop()
 
 
 def test_bind_then_ping_for_each_matching_write(server: LiveServer) -> None:
     system = f"urn:test:{uuid.uuid4().hex}"
-    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+    with httpx.Client(base_url=server.base_url, timeout=10, headers=server.headers) as http:
         created = http.post("/Subscription", json=subscription(f"Patient?identifier={system}|", channel="websocket"))
         assert created.status_code == 201, created.text
         sub_id = created.json()["id"]
-        with connect(f"ws://127.0.0.1:{server.port}/fhir/websocket", open_timeout=10) as socket:
+        with connect(
+            f"ws://127.0.0.1:{server.port}/fhir/websocket", open_timeout=10, additional_headers=server.headers
+        ) as socket:
             socket.send(f"bind {sub_id}")
             assert socket.recv(timeout=10) == f"bound {sub_id}"
             for value, system_used in (("0", system), ("1", system), ("1", "urn:test:x"), ("2", system)):
@@ -39,10 +41,12 @@ def test_bind_then_ping_for_each_matching_write(server: LiveServer) -> None:
 
 
 def test_binding_what_cannot_be_bound_is_an_error(server: LiveServer) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+    with httpx.Client(base_url=server.base_url, timeout=10, headers=server.headers) as http:
         hook = subscription("Patient?family=x", "http://127.0.0.1:9/hook")
         rest_id = http.post("/Subscription", json=hook).json()["id"]
-        with connect(f"ws://127.0.0.1:{server.port}/fhir/websocket", open_timeout=10) as socket:
+        with connect(
+            f"ws://127.0.0.1:{server.port}/fhir/websocket", open_timeout=10, additional_headers=server.headers
+        ) as socket:
             socket.send("bind does-not-exist")
             assert socket.recv(timeout=10).startswith("error Subscription/does-not-exist is not known")
             socket.send(f"bind {rest_id}")
