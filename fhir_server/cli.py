@@ -91,13 +91,14 @@ def db_reindex(res_type: str | None = typer.Option(None, "--type", help="Only re
 
 @demo_app.command("load")
 def demo_load() -> None:
-    """Load a small demo data set (idempotent)."""
+    """Load a small demo data set (idempotent), through the service of the REST API: regional checks and the MPI."""
+    from fhir_server.api.app import Context
     from fhir_server.demo import load_demo
-    from fhir_server.service import FhirService
     from fhir_server.storage import create_db_engine
 
     settings = load_settings()
-    created = load_demo(create_db_engine(settings), FhirService())
+    engine = create_db_engine(settings)
+    created = load_demo(engine, Context(settings, engine).service)
     typer.echo(f"Demo data loaded: {created} resources created.")
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from ehr_archive.identifiers import RESIDENT_ID_SYSTEM, resident_id_check_char
+from ehr_archive.identifiers import RESIDENT_ID_SYSTEM, mrn_system, resident_id_check_char
 from fhir_server.service import FhirService
 from fhir_server.storage.engine import unit_of_work
 
@@ -44,11 +44,14 @@ def _organization(code: str, name: str, district: str) -> dict[str, Any]:
     }
 
 
-def _patient(resident: tuple[str, ...], org_ref: str) -> dict[str, Any]:
+def _patient(resident: tuple[str, ...], org_ref: str, mrn: str) -> dict[str, Any]:
     id_number, family, given, gender, birth, district, phone = resident
     return {
         "resourceType": "Patient",
-        "identifier": [{"system": RESIDENT_ID, "value": id_number}],
+        "identifier": [
+            {"system": mrn_system(org_ref.split("/")[1]), "value": mrn},
+            {"system": RESIDENT_ID, "value": id_number},
+        ],
         "name": [{"use": "official", "text": family + given, "family": family, "given": [given]}],
         "gender": gender,
         "birthDate": birth,
@@ -106,10 +109,14 @@ def load_demo(engine: Engine, service: FhirService) -> int:
             created += outcome.created
             org_refs.append(f"Organization/{outcome.version.res_id}")
         for index, resident in enumerate(_RESIDENTS):
+            # The institution's own record, found again by its medical record number: the resident ID number
+            # is also on the golden Patient the master patient index keeps for the resident.
+            org_ref = org_refs[index % len(org_refs)]
+            mrn = f"MZ{index + 1:06d}"
             outcome = service.create(
                 conn,
-                _patient(resident, org_refs[index % len(org_refs)]),
-                if_none_exist=f"identifier={RESIDENT_ID}|{resident[0]}",
+                _patient(resident, org_ref, mrn),
+                if_none_exist=f"identifier={mrn_system(org_ref.split('/')[1])}|{mrn}",
             )
             created += outcome.created
             if outcome.created:
