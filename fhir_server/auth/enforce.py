@@ -8,6 +8,7 @@ interactions a constrained scope may cover, the constraints under ``request.stat
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -105,6 +106,12 @@ def include_types(connection: HTTPConnection) -> frozenset[str] | None:
     grants = _grants(connection)
     if grants is None or grants.readable("*"):
         return None
+    return _readable_types(grants)
+
+
+@lru_cache(maxsize=4096)
+def _readable_types(grants: Grants) -> frozenset[str]:
+    """Per ``Grants`` (shared by every token with the same scopes, :func:`grants_for`), not per search."""
     return frozenset(t for t in definitions.resource_types() if grants.readable(t))
 
 
