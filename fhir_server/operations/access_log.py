@@ -9,7 +9,6 @@ audit trail writes events shortly after each response: a page may lack the last 
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +18,7 @@ from fhir_server.audit.access_log import access_events
 from fhir_server.auth.scopes import grants_for
 from fhir_server.errors import FhirError
 from fhir_server.operations.base import Invocation, Operation
-from fhir_server.operations.inputs import bad_input, text_value
+from fhir_server.operations.inputs import bad_input, position_cursor, read_position_cursor, text_value
 from fhir_server.search.values import search_date
 
 DECLARATION: dict[str, Any] = {
@@ -89,9 +88,9 @@ def access_log(call: Invocation, conn: Connection) -> dict[str, Any]:
         if span is None:
             raise bad_input("_since", f"_since={since_text} is not a time this server can compare.")
         since = span[0]
-    before = _decode_cursor(call.cursor) if call.cursor else None
+    before = read_position_cursor("access-log", call.cursor) if call.cursor else None
     events, next_seq = access_events(conn, patient, since=since, count=count, before=before)
-    return _bundle(call, events, _encode_cursor(next_seq) if next_seq is not None else None)
+    return _bundle(call, events, position_cursor("access-log", next_seq) if next_seq is not None else None)
 
 
 def _bundle(call: Invocation, events: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
@@ -112,20 +111,6 @@ def _bundle(call: Invocation, events: list[dict[str, Any]], next_cursor: str | N
             for event in events
         ]
     return bundle
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"access-log.{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(token: str) -> int:
-    try:
-        kind, _, value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().partition(".")
-        if kind == "access-log" and value.isdigit():
-            return int(value)
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise bad_input("_cursor", "The paging cursor is not one this server issued; start again from the first page.")
 
 
 OPERATION = Operation(DECLARATION, access_log, paged=True)

@@ -13,7 +13,6 @@ beyond that): fine for one patient, an export-sized job at type level on a large
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,7 +20,7 @@ from sqlalchemy import Connection, and_, case, exists, func, or_, select, union
 
 from fhir_server import definitions
 from fhir_server.operations.base import Invocation, Operation
-from fhir_server.operations.inputs import bad_input, text_value
+from fhir_server.operations.inputs import bad_input, position_cursor, read_position_cursor, text_value
 from fhir_server.repository import Version
 from fhir_server.search.values import search_date
 from fhir_server.storage.tables import date_index, reference_index, resources
@@ -120,7 +119,7 @@ def everything(call: Invocation, conn: Connection) -> dict[str, Any]:
     if call.res_id is not None:
         call.service.read(conn, "Patient", call.res_id, access=call.access)  # 404/410: unknown, hidden, deleted
     count = min(call.one("_count", call.settings.default_page_size), call.settings.max_page_size)
-    after = _decode_cursor(call.cursor) if call.cursor else 0
+    after = read_position_cursor("everything", call.cursor) if call.cursor else 0
     members = record(call.res_id, _range(call, "start", 0), _range(call, "end", 1))
     r = resources.c
     where = [r.res_pk.in_(select(members.c.res_pk)), r.deleted.is_(False)]
@@ -139,7 +138,7 @@ def everything(call: Invocation, conn: Connection) -> dict[str, Any]:
     )
     more = len(page) > count
     versions = call.service.repository.load_many(conn, page[:count])
-    return _bundle(call, versions, total, _encode_cursor(page[count - 1]) if more else None)
+    return _bundle(call, versions, total, position_cursor("everything", page[count - 1]) if more else None)
 
 
 def record(patient_id: str | None, start: int | None, end: int | None) -> Any:
@@ -206,20 +205,6 @@ def _types(values: list[str]) -> list[str]:
     if unknown:
         raise bad_input("_type", f"_type names unknown resource types: {', '.join(unknown)}.")
     return types
-
-
-def _encode_cursor(res_pk: int) -> str:
-    return base64.urlsafe_b64encode(f"everything.{res_pk}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(token: str) -> int:
-    try:
-        kind, _, value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().partition(".")
-        if kind == "everything" and value.isdigit():
-            return int(value)
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise bad_input("_cursor", "The paging cursor is not one this server issued; start again from the first page.")
 
 
 def _bundle(call: Invocation, versions: list[Version], total: int, next_cursor: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ OperationOutcome naming the parameter.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -221,3 +222,19 @@ def _resource(operation: Operation, parameter: Parameter, value: Any) -> dict[st
             f"'{parameter.name}' of ${operation.code} must be a {parameter.type}, not a {value['resourceType']}.",
         )
     return value
+
+
+def position_cursor(kind: str, position: int) -> str:
+    """The opaque ``_cursor`` of a paged operation's next link: which operation, and where its next page starts."""
+    return base64.urlsafe_b64encode(f"{kind}.{position}".encode()).decode().rstrip("=")
+
+
+def read_position_cursor(kind: str, token: str) -> int:
+    """The position in a :func:`position_cursor` of this operation; 400 for any other token."""
+    try:
+        found, _, value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().partition(".")
+        if found == kind and value.isdigit():
+            return int(value)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise bad_input("_cursor", "The paging cursor is not one this server issued; start again from the first page.")
