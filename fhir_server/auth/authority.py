@@ -48,6 +48,7 @@ class Authority:
             self.keys,
             client_id=client.client_id,
             organization=client.organization,
+            patient=client.patient,
             scopes=scopes,
             lifetime=lifetime or self.settings.auth_token_lifetime_seconds,
         )

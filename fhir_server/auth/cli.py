@@ -31,7 +31,7 @@ def issue_token(
     if client is None or not client.active:
         raise RegistryError(f"Client '{client_id}' is not registered or not active.")
     try:
-        granted = granted_scopes(split_scopes(scopes), list(client.scopes))
+        granted = granted_scopes(split_scopes(scopes), list(client.scopes), patient_context=client.patient is not None)
     except ScopeError as error:
         raise RegistryError(str(error)) from None
     if not granted:
@@ -48,11 +48,19 @@ def create_client(
     exchange: bool = False,
     jwks: dict | None = None,
     jwks_url: str | None = None,
+    patient: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client in its own unit of work; returns it and its secret (None when it has a key)."""
     with unit_of_work(engine) as conn:
         return register_client(
-            conn, name=name, organization=organization, scopes=scopes, jwks=jwks, jwks_url=jwks_url, exchange=exchange
+            conn,
+            name=name,
+            organization=organization,
+            scopes=scopes,
+            jwks=jwks,
+            jwks_url=jwks_url,
+            exchange=exchange,
+            patient=patient,
         )
 
 
@@ -70,6 +78,9 @@ def client_create(
     jwks: Path | None = typer.Option(None, "--jwks", help="A JWKS file with its public key(s): private_key_jwt."),
     jwks_url: str | None = typer.Option(None, "--jwks-url", help="Where its JWKS is published: private_key_jwt."),
     exchange: bool = typer.Option(False, "--exchange", help="Acts for the exchange itself: no institution filter."),
+    patient: str | None = typer.Option(
+        None, "--patient", help="Patient/{id}: a resident's app, reading that record with patient/ scopes."
+    ),
 ) -> None:
     """Register a client; prints its client_id and, when no key is given, its secret (shown only this once)."""
     settings = load_settings()
@@ -83,6 +94,7 @@ def client_create(
             exchange=exchange,
             jwks=key_set,
             jwks_url=jwks_url,
+            patient=patient,
         )
     except (RegistryError, json.JSONDecodeError, OSError) as error:
         typer.echo(f"error: {error}", err=True)
@@ -91,6 +103,8 @@ def client_create(
     if secret:
         typer.echo(f"client_secret: {secret}")
         typer.echo("(the secret is shown only now; it is stored hashed)")
+    if client.patient:
+        typer.echo(f"patient: {client.patient}")
     typer.echo(f"scopes: {' '.join(client.scopes)}")
 
 

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fhir_server.auth.scopes import ScopeError, parse_scope, split_scopes
+from fhir_server.auth.scopes import READ_PERMISSIONS, ScopeError, parse_scope, split_scopes
 from fhir_server.storage.engine import unit_of_work
 from fhir_server.storage.tables import auth_assertion_jtis, auth_clients
 
 _ORGANIZATION = re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$")
+_PATIENT = re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -39,6 +40,8 @@ class Client:
     active: bool
     exchange: bool = False
     """Acts for the exchange itself (archive operators, the test suite): requests run unrestricted."""
+    patient: str | None = None
+    """``Patient/{id}`` of the one resident a resident app acts for (its tokens carry the ``patient`` claim)."""
 
 
 class RegistryError(ValueError):
@@ -88,13 +91,20 @@ def register_client(
     secret: bool | None = None,
     client_id: str | None = None,
     exchange: bool = False,
+    patient: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and, when it authenticates by secret, the secret (shown only once).
 
-    ``secret`` defaults to "when no key is given".
+    ``secret`` defaults to "when no key is given". A client registered for a ``patient`` is a resident's app: it
+    holds only ``patient/`` scopes for reading and searching, and belongs to no institution.
     """
     if organization is not None and not _ORGANIZATION.match(organization):
         raise RegistryError(f"The organization must be a reference like Organization/123, not '{organization}'.")
+    if patient is not None:
+        if not _PATIENT.match(patient):
+            raise RegistryError(f"The patient must be a reference like Patient/123, not '{patient}'.")
+        if organization is not None or exchange:
+            raise RegistryError("A resident's app acts for its resident only: no organization, not for the exchange.")
     scope_list = split_scopes(scopes)
     if not scope_list:
         raise RegistryError("A client needs at least one scope, e.g. 'system/*.rs'.")
@@ -103,8 +113,16 @@ def register_client(
             parsed = parse_scope(text)
         except ScopeError as error:
             raise RegistryError(str(error)) from None
-        if parsed is not None and parsed.context == "patient":
-            raise RegistryError(f"'{text}': patient/ scopes need a launch context this server does not offer.")
+        if parsed is None:
+            continue
+        if parsed.context == "patient" and patient is None:
+            raise RegistryError(
+                f"'{text}': patient/ scopes are for a resident's app; register it with --patient Patient/{{id}}."
+            )
+        if patient is not None and parsed.context != "patient":
+            raise RegistryError(f"'{text}': a resident's app holds only patient/ scopes (e.g. 'patient/*.rs').")
+        if parsed.context == "patient" and not parsed.permissions <= READ_PERMISSIONS:
+            raise RegistryError(f"'{text}': patient/ scopes grant read and search only (e.g. 'patient/*.rs').")
     if exchange and not any(text in ("system/*.*", "system/*.cruds") for text in scope_list):
         raise RegistryError("A client acting for the exchange itself needs the scope system/*.* (it is unrestricted).")
     if jwks is not None:
@@ -124,6 +142,7 @@ def register_client(
         jwks_url=jwks_url,
         active=True,
         exchange=exchange,
+        patient=patient,
     )
     conn.execute(
         insert(auth_clients).values(
@@ -136,6 +155,7 @@ def register_client(
             jwks_url=jwks_url,
             active=True,
             exchange=exchange,
+            patient=patient,
             created_at=int(time.time() * 1_000_000),
         )
     )
@@ -156,6 +176,7 @@ def get_client(conn: Connection, client_id: str) -> Client | None:
         jwks_url=row.jwks_url,
         active=bool(row.active),
         exchange=bool(row.exchange),
+        patient=row.patient,
     )
 
 

@@ -32,7 +32,17 @@ _MAX_FORM = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 SMART_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
-SCOPES_SUPPORTED = ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write", "system/*.*", "user/*.rs"]
+SCOPES_SUPPORTED = [
+    "system/*.cruds",
+    "system/*.rs",
+    "system/*.read",
+    "system/*.write",
+    "system/*.*",
+    "user/*.rs",
+    "patient/*.rs",
+    "patient/*.read",
+]
+"""``patient/`` scopes only for clients registered for one resident (``hie auth client create --patient``)."""
 
 
 def oauth_error(error: OAuthError) -> Response:
@@ -75,7 +85,9 @@ def authenticate_and_grant(
     else:
         raise invalid_client("No client authentication: send a client_assertion (private_key_jwt) or Basic auth.")
     try:
-        scopes = granted_scopes(split_scopes(form.get("scope")), list(client.scopes))
+        scopes = granted_scopes(
+            split_scopes(form.get("scope")), list(client.scopes), patient_context=client.patient is not None
+        )
     except ScopeError as error:
         raise OAuthError("invalid_scope", str(error)) from None
     if not scopes:
@@ -175,6 +187,8 @@ def router(ctx: Context, authority: Authority) -> APIRouter:
             "expires_in": lifetime,
             "scope": " ".join(scopes),
         }
+        if client.patient:
+            body["patient"] = client.patient.removeprefix("Patient/")  # SMART App Launch §Launch context
         return JSONResponse(body, headers=_NO_STORE)
 
     @api.get("/auth/jwks", include_in_schema=False)

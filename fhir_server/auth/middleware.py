@@ -68,20 +68,21 @@ class AuthMiddleware:
             return
         try:
             claims = await self._verify(token)
-            organization, exchange = claims.organization, False
+            organization, exchange, patient = claims.organization, False, claims.patient
             if claims.local:
                 registered = await self._registered(claims.client_id)
-                organization, exchange = registered.organization, registered.exchange
+                organization, exchange, patient = registered.organization, registered.exchange, registered.patient
         except InvalidToken as error:
             await _refuse(scope, send, 401, str(error), "invalid_token")
             return
-        grants = grants_for(claims.scopes)
+        scopes = claims.scopes if patient is not None and organization is None else _without_patient(claims.scopes)
+        grants = grants_for(scopes)
         principal = Principal(
             client_id=claims.client_id,
             organization=organization,
-            scopes=claims.scopes,
+            scopes=scopes,
             user=claims.user,
-            patient=claims.patient,
+            patient=patient,
             purpose_of_use=purpose,
             break_glass_reason=reason,
             remote_address=remote,
@@ -118,6 +119,13 @@ class AuthMiddleware:
         if not client.active:
             raise InvalidToken(f"The client '{client_id}' of this token has been deactivated.")
         return client
+
+
+def _without_patient(scopes: frozenset[str]) -> frozenset[str]:
+    """``patient/`` scopes count only for a resident's app: a token with a patient and no institution."""
+    if not any(text.startswith("patient/") for text in scopes):
+        return scopes
+    return frozenset(text for text in scopes if not text.startswith("patient/"))
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

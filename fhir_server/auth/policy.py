@@ -104,8 +104,8 @@ def forbidden(need: Need, grants: Grants | None = None, *, constrained: bool = F
     if constrained:
         message += " without a ?param=value constraint (constrained scopes cover search, read, create, update, "
         message += "patch and delete of one type only)"
-    if grants is not None and grants.patient_scopes:
-        message += "; patient/ scopes are not honoured (no patient launch context)"
+    if grants is not None and grants.patient_scopes and need.permission not in "rs":
+        message += "; patient/ scopes grant read and search only, a resident's app cannot write"
     return FhirError("forbidden", message + ".")
 
 

@@ -2,8 +2,9 @@
 
 SMART App Launch 2.0 §Scopes for requesting clinical data: ``context/type.permissions[?param=value&…]``, where
 the v2 permissions are an ordered subset of ``cruds`` and v1's ``read``/``write``/``*`` stand for ``rs``/``cud``/
-``cruds``. ``user/`` scopes grant like ``system/`` ones (the institution filters still apply); ``patient/`` scopes
-need a patient launch context, which is not supported: they grant nothing and are refused at the token endpoint.
+``cruds``. ``user/`` scopes grant like ``system/`` ones (the institution filters still apply). ``patient/`` scopes
+are granted only to a client registered for one resident (its tokens carry the ``patient`` claim); they grant
+read and search, and the access filters narrow them to that resident's record.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from urllib.parse import parse_qsl, urlencode
 from fhir_server import definitions
 
 PERMISSIONS = "cruds"
+READ_PERMISSIONS = frozenset("rs")
+"""What a ``patient/`` scope may grant: a resident's app reads, it does not write."""
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(r"^(system|user|patient)/([A-Z][A-Za-z]*|\*)\.([a-z]+|\*)(?:\?(.+))?$")
 _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -105,10 +108,11 @@ def split_scopes(value: str | Iterable[str] | None) -> list[str]:
     return [str(part) for part in value if str(part)]
 
 
-def granted_scopes(requested: list[str], registered: list[str]) -> list[str]:
+def granted_scopes(requested: list[str], registered: list[str], *, patient_context: bool = False) -> list[str]:
     """The scopes to grant: what was requested, cut down to what the client is registered for (SMART §Scopes).
 
-    Raises ScopeError for a malformed or a ``patient/`` scope.
+    Raises ScopeError for a malformed scope, or a ``patient/`` scope when the client acts for no resident
+    (``patient_context``).
     """
     allowed = [scope for scope in (parse_scope(text) for text in registered) if scope is not None]
     if not requested:
@@ -118,8 +122,10 @@ def granted_scopes(requested: list[str], registered: list[str]) -> list[str]:
         scope = parse_scope(text)
         if scope is None:
             continue
-        if scope.context == "patient":
-            raise ScopeError(f"'{text}': patient/ scopes need a patient launch context; use system/ scopes.")
+        if scope.context == "patient" and not patient_context:
+            raise ScopeError(
+                f"'{text}': patient/ scopes are granted only to a client registered for a resident; use system/ scopes."
+            )
         if any(reg.covers(scope) for reg in allowed):
             granted[text] = None
             continue
@@ -158,7 +164,10 @@ class Grants:
                 continue
             if scope.context == "patient":
                 self.patient_scopes = True
-                continue
+                permissions = scope.permissions & READ_PERMISSIONS
+                if not permissions:
+                    continue
+                scope = Scope(scope.context, scope.res_type, permissions, scope.constraint)
             parsed.append(scope)
         self.scopes = tuple(parsed)
         self._cache: dict[tuple[str, str], Access] = {}
@@ -208,6 +217,7 @@ def permission_name(permission: str) -> str:
 
 
 __all__ = [
+    "READ_PERMISSIONS",
     "Access",
     "Grants",
     "Scope",

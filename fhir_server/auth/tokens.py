@@ -44,9 +44,15 @@ class TokenClaims:
 
 
 def issue_access_token(
-    keys: KeyRing, *, client_id: str, organization: str | None, scopes: list[str], lifetime: int
+    keys: KeyRing,
+    *,
+    client_id: str,
+    organization: str | None,
+    scopes: list[str],
+    lifetime: int,
+    patient: str | None = None,
 ) -> str:
-    """A signed JWT access token for a registered client."""
+    """A signed JWT access token for a registered client; a resident's app's names its resident (``patient``)."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": LOCAL_ISSUER,
@@ -60,6 +66,8 @@ def issue_access_token(
     }
     if organization:
         claims["organization"] = organization
+    if patient:
+        claims["patient"] = patient.removeprefix("Patient/")
     key = keys.signing
     return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
 
@@ -154,7 +162,7 @@ class TokenVerifier:
             scopes=frozenset(split_scopes(claims.get("scope"))),
             organization=claims.get("organization"),
             user=None,
-            patient=None,
+            patient=f"Patient/{claims['patient']}" if claims.get("patient") else None,
             local=True,
             expires_at=float(claims["exp"]),
         )

@@ -69,6 +69,8 @@ def may_read_access_log(call: Invocation, patient: str) -> bool:
     principal = call.principal
     if principal.unrestricted or principal.patient == patient:
         return True
+    if principal.patient is not None and principal.organization is None:
+        return False  # a resident's app: its patient/ scopes read no other resident's log
     return grants_for(principal.scopes).readable("AuditEvent")
 
 

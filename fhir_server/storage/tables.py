@@ -238,6 +238,7 @@ auth_clients = Table(
     Column("active", Boolean, nullable=False),
     Column("exchange", Boolean, nullable=False, comment="acts for the exchange itself: no institution filter"),
     Column("created_at", BigInteger, nullable=False, comment="microseconds since the Unix epoch (UTC)"),
+    Column("patient", String(128), nullable=True, comment="Patient/{id} of the resident a resident app acts for"),
 )
 """Registered clients of the token endpoint (SMART Backend Services)."""
 

@@ -60,7 +60,8 @@ def test_grants_answer_per_type_and_permission():
     assert grants.access("Patient", "r").allowed and not grants.access("Patient", "r").constraints
     assert not grants.access("Patient", "c").allowed
     assert grants.access("Observation", "s").constraints == ((("category", "vital-signs"),),)
-    assert not grants.access("Condition", "r").allowed and grants.patient_scopes
+    assert grants.access("Condition", "r").allowed and grants.patient_scopes
+    assert not grants.access("Condition", "c").allowed and not Grants(["patient/*.write"]).access("*", "c").allowed
     assert not grants.access("*", "r").allowed
     assert Grants(["system/*.*"]).everything() and not Grants(["system/*.rs"]).everything()
 
