@@ -8,6 +8,7 @@ import pytest
 
 from ehr_archive.identifiers import RESIDENT_ID_SYSTEM, mrn_system
 from ehr_archive.mpi import MPI_SYSTEM
+from tests.conftest import auth_headers
 from tests.ehr_archive.conftest import patient, resident_id, unique_org
 from tests.ehr_archive.test_mpi_linking import create, golden_id, read, review_tasks, seealso
 
@@ -403,3 +404,30 @@ def test_an_update_of_a_merged_away_record_keeps_it_merged(mpi_client) -> None:
     assert golden_id(updated.json()) == golden_id(survivor)
     query = patient(unique_org(), "Q", family="宁", given="婧", born="1968-08-18", gender="female")
     assert [g for g, _, _ in grades(match(mpi_client, query))] == [golden_id(survivor)]
+
+
+@pytest.mark.parametrize(
+    ("code", "names"),
+    [
+        ("merge", ("source-patient", "target-patient")),
+        ("unmerge", ("source-patient",)),
+        ("mpi-link", ("source-patient", "golden-patient")),
+        ("mpi-not-duplicate", ("source-patient", "golden-patient")),
+    ],
+)
+def test_an_institution_may_not_link_or_merge_residents_records(backend, mpi_client, code, names) -> None:  # type: ignore[no-untyped-def]
+    org = unique_org()
+    first = create(mpi_client, patient(org, "0012300001", family="黄", given="德明", rid=resident_id("19470707", 161)))
+    second = create(mpi_client, patient(org, "0012300002", family="黄", given="德名", born="1947-07-17"))
+    ids = {"source-patient": second["id"], "target-patient": first["id"], "golden-patient": golden_id(first)}
+    institution = auth_headers(backend, "system/Patient.cruds", organization=f"Organization/{org}")
+
+    response = mpi_client.post(
+        f"/fhir/Patient/${code}",
+        json={"resourceType": "Parameters", "parameter": [ref(name, ids[name]) for name in names]},
+        headers=institution,
+    )
+
+    assert response.status_code == 403, response.text
+    assert "identity stewards" in response.json()["issue"][0]["diagnostics"]
+    assert read(mpi_client, second["id"]) == second

@@ -23,6 +23,20 @@ def as_exchange() -> AbstractContextManager[None]:
     return acting_as(SYSTEM)
 
 
+def require_steward(call: Invocation) -> None:
+    """Linking and merging residents' records is the exchange's identity stewards' work, not an institution's.
+
+    Those operations change records of every institution, so only the exchange's own clients (registered with
+    ``--exchange``) and its in-process adapters may call them; an institution's client gets 403.
+    """
+    if not call.principal.unrestricted:
+        raise FhirError(
+            "forbidden",
+            f"${call.path.rsplit('$', 1)[-1]} links or merges residents' records across institutions: only the "
+            "exchange's identity stewards (a client registered with --exchange) may call it.",
+        )
+
+
 _PATIENT_REFERENCE = re.compile(r"^(?:.*/)?Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/\d+)?$")
 
 

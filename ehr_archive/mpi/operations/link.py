@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ehr_archive.mpi import require_mpi
-from ehr_archive.mpi.operations.common import as_exchange, reference_param, referenced_id
+from ehr_archive.mpi.operations.common import as_exchange, reference_param, referenced_id, require_steward
 from fhir_server.operations.base import Invocation, Operation
 
 _OUTPUTS = [
@@ -50,12 +50,14 @@ def _declaration(code: str, title: str, description: str) -> dict[str, Any]:
 
 
 def mpi_link(call: Invocation, conn: Connection) -> dict[str, Any]:
+    require_steward(call)
     mpi = require_mpi(call.service)
     with as_exchange():
         return mpi.link(conn, referenced_id(call, "source-patient"), referenced_id(call, "golden-patient"))  # type: ignore[arg-type]
 
 
 def mpi_not_duplicate(call: Invocation, conn: Connection) -> dict[str, Any]:
+    require_steward(call)
     mpi = require_mpi(call.service)
     with as_exchange():
         return mpi.not_duplicate(conn, referenced_id(call, "source-patient"), referenced_id(call, "golden-patient"))  # type: ignore[arg-type]

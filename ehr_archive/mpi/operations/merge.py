@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from ehr_archive.mpi import merge as merging
 from ehr_archive.mpi import require_mpi
-from ehr_archive.mpi.operations.common import as_exchange, patient_named, reference_param
+from ehr_archive.mpi.operations.common import as_exchange, patient_named, reference_param, require_steward
 from fhir_server.operations.base import Invocation, Operation
 
 
@@ -117,6 +117,7 @@ def _run(call: Invocation, conn: Connection, work: Any) -> dict[str, Any]:
 
 
 def merge(call: Invocation, conn: Connection) -> dict[str, Any]:
+    require_steward(call)
     mpi = require_mpi(call.service)
     with as_exchange():
         source = patient_named(call, conn, "source-patient", role="source")
@@ -126,6 +127,7 @@ def merge(call: Invocation, conn: Connection) -> dict[str, Any]:
 
 
 def unmerge(call: Invocation, conn: Connection) -> dict[str, Any]:
+    require_steward(call)
     mpi = require_mpi(call.service)
     with as_exchange():
         source = patient_named(call, conn, "source-patient", role="source")
