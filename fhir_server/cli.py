@@ -108,6 +108,9 @@ def bench(
     backend: str = typer.Option("both", help="sqlite, postgres or both."),
     workloads: str = typer.Option("W1,W2,W3,W4,W5,W7,W8,limit", help="Workloads to run, comma-separated."),
     seed: int = typer.Option(0, help="Seed of the generated residents."),
+    workers: int = typer.Option(2, help="uvicorn workers of the hie serve under test."),
+    everything_size: int = typer.Option(1000, help="Resources in the record of the W5 ($everything) resident."),
+    synthea_bundles: int = typer.Option(0, help="W1s: post only the smallest N Synthea Bundles (0: all)."),
     smoke: bool = typer.Option(False, help="20 residents and a few requests per workload (CI)."),
     profile: bool = typer.Option(True, help="Profile W1 and W3 in-process at the end."),
     out: str | None = typer.Option(None, help="Also write the Markdown report to this file."),
@@ -124,6 +127,8 @@ def bench(
     from bench.regional.run import main as run_bench
 
     argv = ["--size", size, "--backend", backend, "--workloads", workloads, "--seed", str(seed)]
+    argv += ["--workers", str(workers), "--everything-size", str(everything_size)]
+    argv += ["--synthea-bundles", str(synthea_bundles)]
     argv += ["--smoke"] if smoke else []
     argv += [] if profile else ["--no-profile"]
     argv += ["--out", out] if out else []

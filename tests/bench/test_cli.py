@@ -31,6 +31,28 @@ def test_hie_bench_passes_its_options_to_the_suite() -> None:
     assert "unknown workloads: W9" in str(result.exception)
 
 
+def test_hie_bench_hands_every_option_to_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.regional.run
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(bench.regional.run, "main", lambda argv: seen.append(argv) or 0)
+    options = ["--size", "50", "--backend", "sqlite", "--workloads", "W1s,W5", "--workers", "3"]
+    options += ["--everything-size", "2000", "--synthea-bundles", "4", "--no-profile", "--smoke"]
+    result = CliRunner().invoke(app, ["bench", *options])
+
+    assert result.exit_code == 0, result.output
+    argv = seen[0]
+    pairs = dict(zip(argv[::2], argv[1::2], strict=False))
+    assert {k: pairs.get(k) for k in ("--size", "--workloads", "--workers", "--everything-size")} == {
+        "--size": "50",
+        "--workloads": "W1s,W5",
+        "--workers": "3",
+        "--everything-size": "2000",
+    }
+    assert argv[argv.index("--synthea-bundles") + 1] == "4"
+    assert "--no-profile" in argv and "--smoke" in argv
+
+
 def test_nearest_rank_percentiles() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0
