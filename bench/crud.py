@@ -31,7 +31,6 @@ import platform
 import pstats
 import random
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -50,6 +49,7 @@ from unittest import mock
 import httpx
 import orjson
 from scratch_db import check_loopback, postgres_version, recreate_postgres
+from serve import HieServe, hie_command
 from sqlalchemy.engine import make_url
 
 from ehr_archive.identifiers import resident_id_check_char
@@ -247,22 +247,6 @@ class Target:
         return f"{self.backend} ×{self.workers}"
 
 
-def hie_command() -> str:
-    beside = Path(sys.executable).with_name("hie")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("hie")
-    if found is None:
-        raise SystemExit("the `hie` command is not installed; run `make test` or `pip install -e .` first")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def postgres_answers(url: str) -> bool:
     parsed = make_url(url)
     try:
@@ -303,56 +287,18 @@ def bench_token(env: dict[str, str], label: str) -> str:
     return issued.stdout.strip().splitlines()[-1]
 
 
-class Server:
-    """``hie serve`` in its own process group, logging to a file; stopped with its workers."""
+class Server(HieServe):
+    """``hie serve`` of one target (backend × workers); a failed start ends the bench with the log's tail."""
 
     def __init__(self, target: Target, log_path: Path) -> None:
+        super().__init__({**os.environ, "HIE_DATABASE_URL": target.database_url}, target.workers, log_path)
         self.target = target
-        self.port = free_port()
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fhir"
 
     def start(self, timeout: float = 60.0) -> float:
-        env = {**os.environ, "HIE_DATABASE_URL": self.target.database_url}
-        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.target.workers)]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [hie_command(), *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        started = time.perf_counter()
-        while time.perf_counter() - started < timeout:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base}/metadata", timeout=2).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"the server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
+            return super().start(timeout)
+        except RuntimeError as failed:
+            raise SystemExit(str(failed)) from failed
 
 
 # --------------------------------------------------------------------------------------------------------------------

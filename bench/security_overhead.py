@@ -27,16 +27,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import platform
 import random
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,6 +41,7 @@ from pathlib import Path
 import httpx
 import orjson
 from scratch_db import check_loopback, postgres_version, recreate_postgres
+from serve import HieServe, hie_command
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hie_security_bench"
@@ -57,67 +54,21 @@ SHARING = {
 RECIPIENT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]}
 
 
-def hie_command() -> str:
-    beside = Path(sys.executable).with_name("hie")
-    found = str(beside) if beside.exists() else shutil.which("hie")
-    if found is None:
-        raise SystemExit("the `hie` command is not installed; run `make test` or `pip install -e .` first")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``hie serve`` in its own process group with extra environment; stopped with its workers."""
+class Server(HieServe):
+    """``hie serve`` on the bench database with extra environment, as a context manager."""
 
     def __init__(self, database_url: str, env: dict[str, str], workers: int, log_path: Path) -> None:
-        self.env = {**os.environ, "HIE_DATABASE_URL": database_url, **env}
-        self.workers = workers
-        self.port = free_port()
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def group(self) -> int:
-        assert self.process is not None
-        return self.process.pid  # started with start_new_session: the group of the server and its workers
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fhir"
+        super().__init__({**os.environ, "HIE_DATABASE_URL": database_url, **env}, workers, log_path)
 
     def __enter__(self) -> Server:
-        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [hie_command(), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited with {self.process.returncode}; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base}/metadata", timeout=2).status_code == 200:
-                    return self
-            time.sleep(0.2)
-        self.__exit__()
-        raise SystemExit(f"the server did not answer within 60 s; see {self.log_path}")
+        try:
+            self.start(timeout=60)
+        except RuntimeError as failed:
+            raise SystemExit(f"{failed}\n(full log: {self.log_path})") from failed
+        return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        self.stop()
 
 
 def group_cpu_seconds(group: int) -> float:

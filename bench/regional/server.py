@@ -9,29 +9,20 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from bench.scratch_db import check_loopback, postgres_version, recreate_postgres
+from bench.serve import HieServe, hie_command
 
 __all__ = ["Database", "Server", "hie_command", "load_average", "machine_lines", "server_env"]
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/hie_bench_suite"
-
-
-def hie_command() -> str:
-    beside = Path(sys.executable).with_name("hie")
-    return str(beside) if beside.exists() else "hie"
 
 
 def server_env(database_url: str, export_dir: Path, *, auth: bool = True) -> dict[str, str]:
@@ -165,62 +156,14 @@ class Database:
         return postgres_version(self.url)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``hie serve`` with several uvicorn workers in its own process group, logging to a file."""
+class Server(HieServe):
+    """``hie serve`` with several uvicorn workers on a scratch database, with production settings."""
 
     def __init__(self, database: Database, workers: int, log_path: Path, export_dir: Path, *, auth: bool) -> None:
+        super().__init__(server_env(database.url, export_dir, auth=auth), workers, log_path)
         self.database = database
         self.auth = auth
-        self.workers = workers
-        self.port = free_port()
-        self.log_path = log_path
         self.export_dir = export_dir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fhir"
-
-    def start(self, timeout: float = 90.0) -> None:
-        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [hie_command(), *args],
-                env=server_env(self.database.url, self.export_dir, auth=self.auth),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started = time.perf_counter()
-        while time.perf_counter() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base}/metadata", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"the server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
 
     def rss(self) -> tuple[int, int]:
         """(resident set size summed over the server's processes in bytes, number of processes)."""
@@ -240,12 +183,6 @@ class Server:
             except (OSError, ValueError):
                 continue
         return total, count
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def load_average() -> str:
