@@ -8,6 +8,7 @@ statements of one run of each search.
 
     .venv/bin/python bench/search_scale.py load --patients 100000          # 1.0 M resources
     .venv/bin/python bench/search_scale.py measure --runs 30 [--explain]
+    .venv/bin/python bench/search_scale.py read --reads 5000 --clients 1,8   # W3 over HTTP, `hie serve`
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, bindparam, event, text
 from sqlalchemy.engine import make_url
 
 from bench.scratch_db import check_loopback, postgres_version, recreate_postgres
@@ -313,6 +314,61 @@ def measure(args: argparse.Namespace) -> None:
             conn.rollback()
 
 
+def read(args: argparse.Namespace) -> None:
+    """W3 at this archive's size: read by id of random resources over HTTP from ``hie serve --workers N``."""
+    import asyncio
+    import tempfile
+
+    from bench.regional.load import expect, run_clients, use_token
+    from bench.regional.server import Database, Server, load_average
+
+    workdir = Path(tempfile.mkdtemp(prefix="hie-read-scale-"))
+    export_dir = workdir / "export"
+    export_dir.mkdir()
+    if make_url(args.url).get_backend_name() == "sqlite":
+        database = Database("sqlite", args.url, recreate=False)
+    else:
+        database = Database.postgres(args.url, recreate=False)
+    database.prepare(export_dir)  # `hie db upgrade`: the archive at the served code's schema
+    engine = engine_for(args.url)
+    with engine.connect() as conn:
+        total = conn.execute(text("SELECT count(*) FROM resources WHERE NOT deleted")).scalar_one()
+        rng = random.Random(args.seed + 3)
+        # A random sample of keys, then their ids: every read is a different resource, spread over the archive.
+        top = conn.execute(text("SELECT max(res_pk) FROM resources")).scalar_one()
+        keys = sorted({rng.randint(1, top) for _ in range(args.reads * 2)})
+        rows = conn.execute(
+            text("SELECT res_type, res_id FROM resources WHERE res_pk IN :keys AND NOT deleted").bindparams(
+                bindparam("keys", expanding=True)
+            ),
+            {"keys": keys},
+        ).all()
+    engine.dispose()
+    paths = [f"{t}/{i}" for t, i in rows]
+    rng.shuffle(paths)
+    paths = paths[: args.reads]
+    use_token(database.bench_token(export_dir))
+    server = Server(database, args.workers, workdir / "server.log", export_dir, auth=True)
+    server.start()
+    try:
+        print(f"{database.describe()}: {total:,} resources; hie serve --workers {args.workers}; load {load_average()}")
+        print(f"{'clients':>7} {'reads':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}")
+        for clients in (int(c) for c in args.clients.split(",")):
+
+            async def send(client, i: int):  # type: ignore[no-untyped-def]
+                return expect(200, await client.get(paths[i]))
+
+            recorder = asyncio.run(
+                run_clients(server.base, send, total=len(paths), clients=clients, label=f"W3 ×{clients}")
+            )
+            print(
+                f"{clients:7} {len(recorder.latencies):6} {recorder.rate:8.0f} {recorder.ms(50):8.1f} "
+                f"{recorder.ms(99):8.1f} {len(recorder.failures):6}"
+            )
+    finally:
+        server.stop()
+
+
 def explain(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> None:
     statements: list[tuple[str, Any]] = []
 
@@ -335,7 +391,7 @@ def explain(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("load", "measure"))
+    parser.add_argument("phase", choices=("load", "measure", "read"))
     parser.add_argument("--url", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--observations", type=int, default=8, help="Observations per Patient on average")
@@ -344,8 +400,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", help="measure only searches whose name contains this")
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--reads", type=int, default=5000, help="read: requests per concurrency")
+    parser.add_argument("--clients", default="1,8", help="read: concurrencies, comma-separated")
+    parser.add_argument("--workers", type=int, default=2, help="read: hie serve workers")
     args = parser.parse_args()
-    load(args) if args.phase == "load" else measure(args)
+    {"load": load, "measure": measure, "read": read}[args.phase](args)
 
 
 if __name__ == "__main__":
