@@ -13,7 +13,6 @@ import os
 import random
 import sqlite3
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ from bench.regional.load import Cell, LatencyRecorder
 from bench.regional.server import Database
 from fhir_server.search.index import index_rows
 from fhir_server.search.parameters import default_registry
+from fhir_server.storage.codec import encode_body
 from fhir_server.storage.tables import INDEX_TABLES, metadata, resource_versions, resources
 
 __all__ = ["physical_limits"]
 
 BATCH = 500
-_COMPRESS_AT = 2048  # the server stores bodies of 2 kB and more zlib-compressed (level 1); so does this
 
 
 def _prepared(documents: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
@@ -43,9 +42,7 @@ def _prepared(documents: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]
         res_type = resource["resourceType"]
         resource = dict(resource)
         resource["meta"] = {"versionId": "1", "lastUpdated": "2025-06-30T00:00:00.000000+00:00"}
-        body = orjson.dumps(resource)
-        if len(body) >= _COMPRESS_AT:
-            body = zlib.compress(body, 1)
+        body = encode_body(orjson.dumps(resource))  # stored as the server stores it
         head = {"res_pk": pk, "res_type": res_type, "res_id": resource["id"], "version": 1, "ts": ts}
         rows["resources"].append(tuple((head | {"deleted": False}).get(n) for n in _columns("resources")))
         version = head | {"method": "POST", "body": body}

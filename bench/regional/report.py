@@ -43,8 +43,8 @@ def figures_table(cells: Iterable[Cell]) -> list[str]:
 def footprint_table(cells: Iterable[Cell]) -> list[str]:
     lines = [
         "| backend | residents | resources | files on disk | bytes/resource | of which tables | of which indexes "
-        "| server RSS (processes) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| bodies (versions table) | search index tables with their indexes | server RSS (processes) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in cells:
         if c.workload != "W8":
@@ -53,7 +53,8 @@ def footprint_table(cells: Iterable[Cell]) -> list[str]:
         lines.append(
             f"| {c.backend} | {e.get('residents', '')} | {_num(c.resources)} | {_num(e['total bytes'])} "
             f"| {_num(e['bytes/resource'])} | {_num(e.get('table bytes/resource', math.nan))} "
-            f"| {_num(e.get('index bytes/resource', math.nan))} | {e['rss bytes'] / 2**20:,.0f} MiB "
+            f"| {_num(e.get('index bytes/resource', math.nan))} | {_num(e.get('body bytes/resource', math.nan))} "
+            f"| {_num(e.get('search index bytes/resource', math.nan))} | {e['rss bytes'] / 2**20:,.0f} MiB "
             f"({e['processes']}) |"
         )
     return lines

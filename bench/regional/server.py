@@ -114,7 +114,9 @@ class Database:
         return {t: n for t, n in rows}
 
     def footprint(self) -> dict[str, int]:
-        """Bytes: ``total`` on disk; ``data`` = ``tables`` + ``indexes`` (pages in use) where the database tells."""
+        """Bytes: ``total`` on disk; ``data`` = ``tables`` + ``indexes`` (pages in use) where the database tells;
+        of that, ``bodies`` (the ``resource_versions`` table) and ``search`` (the ``idx_*`` tables with their
+        indexes)."""
         if self.backend == "sqlite":
             path = Path(make_url(self.url).database or "")
             wal = path.with_name(path.name + "-wal")
@@ -129,18 +131,31 @@ class Database:
                     ).fetchall()
                 except sqlite3.OperationalError:
                     rows = []
+                parts = (
+                    conn.execute(
+                        "SELECT sum(CASE WHEN s.name = 'resource_versions' THEN s.pgsize ELSE 0 END), "
+                        "sum(CASE WHEN m.tbl_name LIKE 'idx!_%' ESCAPE '!' THEN s.pgsize ELSE 0 END) "
+                        "FROM dbstat s JOIN sqlite_master m ON m.name = s.name"
+                    ).fetchone()
+                    if rows
+                    else None
+                )
             by_kind = dict(rows)
-            if by_kind:
+            if by_kind and parts:
                 sizes["tables"] = int(by_kind.get("table", 0))
                 sizes["indexes"] = int(by_kind.get("index", 0))
                 sizes["data"] = sizes["tables"] + sizes["indexes"]
+                sizes["bodies"], sizes["search"] = int(parts[0] or 0), int(parts[1] or 0)
             return sizes
         engine = self.engine()
         try:
             with engine.connect() as conn:
-                tables, indexes = conn.execute(
+                tables, indexes, bodies, search = conn.execute(
                     text(
-                        "SELECT coalesce(sum(pg_table_size(c.oid)), 0), coalesce(sum(pg_indexes_size(c.oid)), 0) "
+                        "SELECT coalesce(sum(pg_table_size(c.oid)), 0), coalesce(sum(pg_indexes_size(c.oid)), 0), "
+                        "coalesce(sum(pg_table_size(c.oid)) FILTER (WHERE c.relname = 'resource_versions'), 0), "
+                        "coalesce(sum(pg_table_size(c.oid) + pg_indexes_size(c.oid)) "
+                        "FILTER (WHERE c.relname LIKE 'idx!_%' ESCAPE '!'), 0) "
                         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "WHERE c.relkind = 'r' AND n.nspname = current_schema()"
                     )
@@ -148,7 +163,14 @@ class Database:
         finally:
             engine.dispose()
         data = int(tables) + int(indexes)
-        return {"total": data, "data": data, "tables": int(tables), "indexes": int(indexes)}
+        return {
+            "total": data,
+            "data": data,
+            "tables": int(tables),
+            "indexes": int(indexes),
+            "bodies": int(bodies),
+            "search": int(search),
+        }
 
     def describe(self) -> str:
         if self.backend == "sqlite":

@@ -401,4 +401,6 @@ def w8_footprint(db: Database, server: Server) -> Cell:
     if "tables" in sizes:
         extra["table bytes/resource"] = sizes["tables"] / max(resources, 1)
         extra["index bytes/resource"] = sizes["indexes"] / max(resources, 1)
+        extra["body bytes/resource"] = sizes["bodies"] / max(resources, 1)
+        extra["search index bytes/resource"] = sizes["search"] / max(resources, 1)
     return Cell("W8", db.backend, "footprint", 0, recorder, resources=resources, unit="", extra=extra)

@@ -3,7 +3,9 @@
 Job state lives in the database and files on disk under ``export_dir/<job id>/``. A worker claims a job
 with a lease and writes each NDJSON file to a temporary name, renames it when whole and only then records
 it, so a restarted worker resumes after the last recorded file and a job is complete only when every
-recorded file is there. Resource bodies are copied as stored, never re-serialised.
+recorded file is there. Resource bodies are copied as stored, never re-serialised: each chunk is one query
+of ``(res_pk, stored body)`` (streamed from a server-side cursor on PostgreSQL), decompressed and written to
+the file in one buffered write.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fhir_server.bulk.scope import (
     deleted_query,
     export_types,
     group_members,
+    present_types,
     was_in_compartment,
 )
 from fhir_server.bulk.tables import export_files, export_jobs
@@ -35,6 +38,7 @@ from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.repository import Repository, instant
 from fhir_server.search.parameters import Registry
+from fhir_server.storage.codec import decode_body
 from fhir_server.storage.engine import unit_of_work
 
 log = logging.getLogger("hie.bulk")
@@ -44,6 +48,9 @@ MAX_ATTEMPTS = 3
 DELETED = "deleted"
 """Name prefix of the files of the manifest's ``deleted`` array (transaction Bundles of DELETE entries)."""
 DELETES_PER_BUNDLE = 100
+STREAM_ROWS = 2000
+"""Rows fetched at a time from the chunk's cursor (a server-side cursor on PostgreSQL)."""
+WRITE_BUFFER = 1 << 20
 
 
 def now_micros() -> int:
@@ -129,7 +136,7 @@ def manifest(row: Any, recorded: list[ExportFile], base_url: str) -> dict[str, A
     return {
         "transactionTime": instant(row.transaction_time),
         "request": row.request_url,
-        "requiresAccessToken": False,
+        "requiresAccessToken": True,
         "output": [_file_item(row.id, f, base_url) for f in recorded if not f.deleted],
         "deleted": [_file_item(row.id, f, base_url) for f in recorded if f.deleted],
         "error": [],
@@ -179,13 +186,15 @@ class Exporter:
         registry: Registry,
         *,
         lease_seconds: float = 60.0,
-        chunk: int = 1000,
+        chunk: int = 10_000,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.registry = registry
         self.repository = Repository(registry)
         self.lease = int(lease_seconds * 1e6)
+        self.heartbeat_every = min(1.0, lease_seconds / 4)
+        """Seconds between lease renewals (and progress updates) while a type is written."""
         self.chunk = chunk
         self.stopping = threading.Event()
 
@@ -244,6 +253,7 @@ class Exporter:
             )
             members = group_members(conn, self.repository, row.group_id) if row.level == "group" else None
             done = files(conn, job_id)
+            present = present_types(conn)
         folder = job_dir(self.settings, job_id)
         folder.mkdir(parents=True, exist_ok=True)
         if missing_files(self.settings, job_id, done):
@@ -254,7 +264,11 @@ class Exporter:
                 leftover.unlink()
         types = export_types(scope)
         written = sum(f.count for f in done)
+        limit = self.settings.export_file_max_resources
+        beat = time.monotonic()
         for position, res_type in enumerate(types, start=1):
+            if res_type not in present:
+                continue
             mine = [f for f in done if f.res_type == res_type and not f.deleted]
             after = max((f.last_pk for f in mine), default=0)
             part = len(mine)
@@ -262,29 +276,34 @@ class Exporter:
             while True:
                 if self.stopping.is_set():
                     raise ExportStopped
+                rows = 0
+                rolled_over = False
                 with unit_of_work(self.engine, write=False) as conn:
-                    pks = list(
-                        conn.execute(
-                            chunk_query(
-                                conn, self.registry, scope, res_type, members=members, after=after, limit=self.chunk
-                            )
-                        ).scalars()
+                    query = chunk_query(
+                        conn, self.registry, scope, res_type, members=members, after=after, limit=self.chunk
                     )
-                    versions = self.repository.load_many(conn, pks)
-                if not versions:
+                    result = conn.execute(query, execution_options={"yield_per": STREAM_ROWS})
+                    for batch in result.partitions():
+                        rows += len(batch)
+                        after = batch[-1][0]
+                        start = 0
+                        while start < len(batch):
+                            take = batch[start : start + limit - out.count]
+                            out.write_many([decode_body(body) for _, body in take], take[-1][0])
+                            start += len(take)
+                            if out.count >= limit:
+                                self._record(job_id, owner, out.finish())
+                                rolled_over = True
+                                part += 1
+                                out = _NdjsonFile(folder, res_type, part)
+                written += rows
+                if rows and (rolled_over or time.monotonic() - beat >= self.heartbeat_every):
+                    self._heartbeat(
+                        job_id, owner, f"{res_type} ({position}/{len(types)} types), {written} resources written"
+                    )
+                    beat = time.monotonic()
+                if rows < self.chunk:
                     break
-                for version in versions:
-                    if version.body is None:
-                        continue
-                    out.write(version.body, version.res_pk)
-                    written += 1
-                    if out.count >= self.settings.export_file_max_resources:
-                        self._record(job_id, owner, out.finish())
-                        part += 1
-                        out = _NdjsonFile(folder, res_type, part)
-                after = pks[-1]
-                progress = f"{res_type} ({position}/{len(types)} types), {written} resources written"
-                self._heartbeat(job_id, owner, progress)
             if out.count:
                 self._record(job_id, owner, out.finish())
             out.discard()
@@ -483,13 +502,19 @@ class _NdjsonFile:
         self.last_pk = 0
 
     def write(self, body: bytes, res_pk: int) -> None:
+        self.write_many([body], res_pk)
+
+    def write_many(self, bodies: list[bytes], last_pk: int) -> None:
+        """Append one line per body (canonical JSON holds no newline) in one write."""
+        if not bodies:
+            return
         if self.handle is None:
-            self.handle = self.temporary.open("wb")
-        self.handle.write(body)
-        self.handle.write(b"\n")
-        self.count += 1
-        self.bytes += len(body) + 1
-        self.last_pk = res_pk
+            self.handle = self.temporary.open("wb", buffering=WRITE_BUFFER)
+        lines = b"\n".join(bodies) + b"\n"
+        self.handle.write(lines)
+        self.count += len(bodies)
+        self.bytes += len(lines)
+        self.last_pk = last_pk
 
     def finish(self) -> ExportFile:
         self.handle.flush()

@@ -43,7 +43,7 @@ def test_system_export_holds_every_current_resource_once(app, backend) -> None:
     client, _ = app
     status = kickoff(client, "/fhir/$export")
     manifest = wait_complete(client, status)
-    assert manifest["requiresAccessToken"] is False
+    assert manifest["requiresAccessToken"] is True
     assert manifest["request"].endswith("/fhir/$export") and manifest["error"] == []
     assert manifest["transactionTime"].endswith("Z")
     files = download(client, manifest)
