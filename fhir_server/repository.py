@@ -15,14 +15,16 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, exists, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, or_, select, text, update
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.errors import FhirError, gone, invalid, not_found, precondition_failed
 from fhir_server.search.index import index_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.search.values import from_micros
+from fhir_server.storage.codec import decode_body, encode_body
 from fhir_server.storage.engine import is_postgres
+from fhir_server.storage.inserts import insert_many, insert_rows
 from fhir_server.storage.tables import INDEX_TABLES, resource_versions, resources
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -141,26 +143,10 @@ class Repository:
                 )
             ).one()
             return Version(res_type, res_id, head.version, row.ts, row.method, _inflate(row.body), head.res_pk)
-        query = (
-            select(
-                resources.c.res_pk,
-                resources.c.version,
-                resource_versions.c.ts,
-                resource_versions.c.method,
-                resource_versions.c.body,
-            )
-            .join(
-                resource_versions,
-                and_(
-                    resource_versions.c.res_pk == resources.c.res_pk,
-                    resource_versions.c.version == resources.c.version,
-                ),
-            )
-            .where(resources.c.res_type == res_type, resources.c.res_id == res_id)
-        )
+        query = _CURRENT
         if visible is not None:
             query = query.add_columns(visible(resources, res_type).label("visible"))
-        row = conn.execute(query).first()
+        row = conn.execute(query, {"current_type": res_type, "current_id": res_id}).first()
         if row is None or (visible is not None and not row.visible):
             return None
         return Version(res_type, res_id, row.version, row.ts, row.method, _inflate(row.body), row.res_pk)
@@ -294,12 +280,11 @@ class Repository:
                 }
             )
             for param_type, index in index_rows(self.registry, res_type, resource).items():
-                index_batches.setdefault(param_type, []).extend(
-                    {"res_pk": res_pk, "res_type": res_type, **row} for row in index
-                )
-        conn.execute(insert(resource_versions), version_rows)
-        for param_type, batch in index_batches.items():
-            conn.execute(insert(INDEX_TABLES[param_type]), batch)
+                for row in index:
+                    row["res_pk"], row["res_type"] = res_pk, res_type
+                index_batches.setdefault(param_type, []).extend(index)
+        batches = {INDEX_TABLES[param_type]: batch for param_type, batch in index_batches.items()}
+        insert_many(conn, {resource_versions: version_rows, **batches})
         self._written(conn, versions)
         return versions
 
@@ -403,11 +388,8 @@ class Repository:
         method: str,
         body: bytes | None,
     ) -> None:
-        conn.execute(
-            insert(resource_versions).values(
-                res_pk=res_pk, version=version, res_type=res_type, ts=ts, method=method, body=_deflate(body)
-            )
-        )
+        row = {"res_pk": res_pk, "version": version, "res_type": res_type, "ts": ts, "method": method}
+        insert_rows(conn, resource_versions, [{**row, "body": _deflate(body)}])
 
     def _write_index(
         self, conn: Connection, res_pk: int, res_type: str, resource: dict[str, Any], *, replace: bool
@@ -416,8 +398,9 @@ class Repository:
             for table in INDEX_TABLES.values():
                 conn.execute(delete(table).where(table.c.res_pk == res_pk))
         for param_type, rows in index_rows(self.registry, res_type, resource).items():
-            table = INDEX_TABLES[param_type]
-            conn.execute(insert(table), [{"res_pk": res_pk, "res_type": res_type, **row} for row in rows])
+            for row in rows:
+                row["res_pk"], row["res_type"] = res_pk, res_type
+            insert_rows(conn, INDEX_TABLES[param_type], rows)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -498,21 +481,33 @@ def _stamp(resource: dict[str, Any], res_id: str, version: int, ts: int) -> byte
     return orjson.dumps(resource)
 
 
-_COMPRESS_AT = 2048
-_ZLIB_MAGIC = b"\x78"
-
-
 def _deflate(body: bytes | None) -> bytes | None:
-    """Large bodies are stored zlib-compressed; JSON never starts with 0x78 so the two never clash."""
-    if body is None or len(body) < _COMPRESS_AT:
-        return body
-    return zlib.compress(body, 1)
+    """The stored form of a body (``fhir_server.storage.codec``); None is a delete tombstone."""
+    return None if body is None else encode_body(body)
 
 
 def _inflate(body: bytes | None) -> bytes | None:
-    if body is None or not body.startswith(_ZLIB_MAGIC):
-        return body
-    return zlib.decompress(body)
+    return None if body is None else decode_body(body)
+
+
+_CURRENT = (
+    select(
+        resources.c.res_pk,
+        resources.c.version,
+        resource_versions.c.ts,
+        resource_versions.c.method,
+        resource_versions.c.body,
+    )
+    .join(
+        resource_versions,
+        and_(
+            resource_versions.c.res_pk == resources.c.res_pk,
+            resource_versions.c.version == resources.c.version,
+        ),
+    )
+    .where(resources.c.res_type == bindparam("current_type"), resources.c.res_id == bindparam("current_id"))
+)
+"""The current version of one resource, built once (a read builds no SQL constructs of its own)."""
 
 
 def expect_id(resource: dict[str, Any], url_id: str) -> None:

@@ -6,6 +6,7 @@ fhir.resources checks types and structure but accepts codes outside required val
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import orjson
@@ -89,10 +90,16 @@ def definition_issues(resource_type: str, resource: dict[str, Any]) -> list[Issu
     return issues
 
 
+@cache
+def _required(type_name: str) -> tuple[str, ...]:
+    """The children of a type with a minimum cardinality above zero."""
+    return tuple(name for name, element in definitions.elements(type_name).items() if element.min > 0)
+
+
 def _walk(type_name: str, node: dict[str, Any], path: str, issues: list[Issue]) -> None:
     children = definitions.elements(type_name)
-    for name, element in children.items():
-        if element.min > 0 and name not in node and f"_{name}" not in node:
+    for name in _required(type_name):
+        if name not in node and f"_{name}" not in node:
             issues.append(Issue("required", f"Missing required element '{name}'", expression=(f"{path}.{name}",)))
     for key, value in node.items():
         element = children.get(key)

@@ -45,11 +45,34 @@ _TYPE_SUFFIXES = frozenset({
 })  # fmt: skip
 
 
+@cache
+def _choice_names() -> frozenset[str]:
+    """Names ``n`` for which some R4B type has an element ``n`` + a type suffix (``value`` of ``valueQuantity``).
+
+    Only these can reach a choice variant, so the scan of a node's keys is skipped for every other name.
+    """
+    names: set[str] = set()
+    pending, seen = list(definitions.resource_types()), set()
+    while pending:  # every type reachable from a resource: datatypes and backbone elements
+        type_name = pending.pop()
+        if type_name in seen:
+            continue
+        seen.add(type_name)
+        for element, spec in definitions.elements(type_name).items():
+            pending.append(spec.type)
+            for cut in range(1, len(element)):
+                if element[cut].isupper() and element[cut:] in _TYPE_SUFFIXES:
+                    names.add(element[:cut])
+    return frozenset(names)
+
+
 def _children(node: Any, name: str) -> list[Any]:
     if not isinstance(node, dict):
         return []
     if name in node:
         value = node[name]
+    elif name not in _choice_names():
+        return []
     else:
         value = [v for k, v in node.items() if k.startswith(name) and k[len(name) :] in _TYPE_SUFFIXES]
         if not value:
@@ -240,6 +263,8 @@ class _Parser:
 
 def _distinct(values: list[Any]) -> list[Any]:
     """``|`` is a union without duplicates (FHIRPath N1 §6.5)."""
+    if len(values) < 2:
+        return values
     seen: set[bytes] = set()
     out = []
     for value in values:
@@ -318,6 +343,35 @@ def compile_expression(expression: str, *, relative: bool = False) -> tuple[Extr
     except (Unsupported, ValueError):
         return _fhirpath_extractor(fhirpath_form(expression)), False
     return (lambda focus, resource: step([focus], resource)), True
+
+
+_ROOT = re.compile(r"^\(?(?P<type>[A-Z][A-Za-z]*)\.(?P<name>[a-z][A-Za-z0-9]*)(?P<rest>.*)$")
+_ROOT_TYPE = re.compile(r"^\)?(?:\s+as\s+|\.as\(|\.ofType\()(?P<type>\w+)")
+
+
+@cache
+def root_elements(expression: str) -> frozenset[str] | None:
+    """The keys of a resource of which one must be present for the compiled walk to find anything.
+
+    None when the expression is not a compiled walk starting with ``Type.element`` in every union member.
+    """
+    if not compile_expression(expression)[1]:
+        return None
+    keys: set[str] = set()
+    for part in _UNION.split(expression.strip()):
+        match = _ROOT.match(part)
+        if match is None:
+            return None
+        name, rest = match["name"], match["rest"]
+        if rest.startswith("(") and name != "extension":
+            return None  # a function on the resource itself
+        keys.add(name)
+        typed = _ROOT_TYPE.match(rest)
+        if typed:
+            keys.add(name + typed["type"][:1].upper() + typed["type"][1:])
+        if name in _choice_names():
+            keys.update(name + suffix for suffix in _TYPE_SUFFIXES)
+    return frozenset(keys)
 
 
 def extract(resource: dict[str, Any], expression: str) -> list[Any]:

@@ -2,17 +2,20 @@
 
 Rows of a composite parameter's components go to the component types' tables under ``code$i`` with a
 group number tying the components of one element together; Location ``near`` fills the coordinates table.
+Each type's parameters are compiled once into indexers; a walk whose first element the resource lacks is skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from fhir_server.search import pinyin, ucum
-from fhir_server.search.extract import compile_expression, extract
+from fhir_server.search.extract import Extractor, compile_expression, root_elements
 from fhir_server.search.parameters import Registry, SearchParam
 from fhir_server.search.values import date_range, fold
 
@@ -38,39 +41,96 @@ def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any])
     seen: set[tuple] = set()
 
     def emit(table: str, param: str, row: Row, group: int | None = None) -> None:
-        full = {"param": param, **row}
-        if table in _GROUPED:
-            full["grp"] = group
-        key = (table, *sorted(full.items()))
+        # Every converter gives the rows of one table the same keys in the same order: the values identify a row.
+        key = (table, param, group, *row.values())
         if key not in seen:
             seen.add(key)
+            full = {"param": param, **row}
+            if table in _GROUPED:
+                full["grp"] = group
             rows.setdefault(table, []).append(_hashed(table, resource_type, full))
 
-    for param in registry.for_type(resource_type).values():
-        if param.code in ("_id", "_lastUpdated"):
-            continue  # served by the resources table
-        if param.type == "composite":
-            _composite(resource, param, emit)
+    for indexer in _indexers(registry, resource_type):
+        if indexer.roots is not None and indexer.roots.isdisjoint(resource):
+            continue  # none of the elements the walk starts from is present
+        values = indexer.extract(resource, resource)
+        if not values:
             continue
-        values = extract(resource, param.expression)
-        if param.index_function == "pinyin":
+        if indexer.components:
+            _composite(resource, indexer, values, emit)
+        elif indexer.pinyin:
             for value in values:
                 for form in pinyin.name_forms(value):
-                    emit("string", param.code, {"norm": form[:MAX_TEXT], "exact": form[:MAX_TEXT]})
-            continue
-        convert = CONVERTERS.get(param.type)
-        if convert is None:
-            continue
-        for value in values:
-            for table, row in convert(value):
-                emit(
-                    table,
-                    param.code if table == param.type or table == "coords" else param.code + IDENTIFIER_SUFFIX,
-                    row,
-                )
+                    emit("string", indexer.code, {"norm": form[:MAX_TEXT], "exact": form[:MAX_TEXT]})
+        else:
+            convert = indexer.convert
+            for value in values:
+                for table, row in convert(value):  # type: ignore[misc]
+                    emit(table, indexer.code if table in indexer.own_tables else indexer.identifier_code, row)
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class _Indexer:
+    """One search parameter of one resource type, compiled once: its walk and how its values become rows."""
+
+    code: str
+    extract: Extractor
+    roots: frozenset[str] | None
+    """Keys of the resource of which one must be present for the walk to find anything (None: unknown)."""
+    convert: Converter | None = None
+    pinyin: bool = False
+    own_tables: frozenset[str] = frozenset()
+    """Tables whose rows go under the parameter's code (the others: ``code:identifier``)."""
+    identifier_code: str = ""
+    components: tuple[tuple[str, Converter, Extractor], ...] = ()
+    """Composites: (type, converter, walk relative to the focus) of each component."""
+
+
+_COMPILED: dict[int, tuple[dict[str, SearchParam], tuple[_Indexer, ...]]] = {}
+
+
+def _indexers(registry: Registry, resource_type: str) -> tuple[_Indexer, ...]:
+    """The compiled indexers of a type, cached for as long as the registry serves the same parameters."""
+    params = registry.for_type(resource_type)
+    cached = _COMPILED.get(id(params))
+    if cached is not None and cached[0] is params:
+        return cached[1]
+    compiled = tuple(filter(None, (_indexer(param) for param in params.values())))
+    if len(_COMPILED) > 4096:  # custom parameters reloaded many times: start again
+        _COMPILED.clear()
+    _COMPILED[id(params)] = (params, compiled)
+    return compiled
+
+
+def _indexer(param: SearchParam) -> _Indexer | None:
+    if param.code in ("_id", "_lastUpdated"):
+        return None  # served by the resources table
+    walk, roots = compile_expression(param.expression)[0], root_elements(param.expression)
+    if param.type == "composite":
+        components = []
+        for component in param.components:
+            convert = CONVERTERS.get(component.type)
+            if convert is None:
+                return None  # a component without values: no element has them all
+            components.append((component.type, convert, compile_expression(component.expression, relative=True)[0]))
+        return _Indexer(param.code, walk, roots, components=tuple(components)) if components else None
+    if param.index_function == "pinyin":
+        return _Indexer(param.code, walk, roots, pinyin=True)
+    convert = CONVERTERS.get(param.type)
+    if convert is None:
+        return None
+    return _Indexer(
+        param.code,
+        walk,
+        roots,
+        convert,
+        own_tables=frozenset({param.type, "coords"}),
+        identifier_code=param.code + IDENTIFIER_SUFFIX,
+    )
+
+
+@lru_cache(maxsize=16_384)  # parameter names, systems and codes repeat from resource to resource
 def search_hash(*parts: str | None) -> int:
     """A signed 64-bit hash of (resource type, parameter, value parts), as HAPI FHIR keys its index rows.
 
@@ -86,28 +146,29 @@ def _hashed(table: str, resource_type: str, row: Row) -> Row:
     if table == "token":
         code = row["code"]
         if code is None:
-            return {**row, "hash_value": None, "hash_sys_value": None}
-        hashes = {"hash_value": search_hash(resource_type, param, code)}
-        return {**row, **hashes, "hash_sys_value": search_hash(resource_type, param, row["system"], code)}
-    if table == "string":
-        prefix = search_hash(resource_type, param, row["norm"][:1])
-        return {**row, "hash_prefix": prefix, "hash_exact": search_hash(resource_type, param, row["exact"])}
+            row["hash_value"] = row["hash_sys_value"] = None
+        else:
+            row["hash_value"] = search_hash(resource_type, param, code)
+            row["hash_sys_value"] = search_hash(resource_type, param, row["system"], code)
+    elif table == "string":
+        row["hash_prefix"] = search_hash(resource_type, param, row["norm"][:1])
+        row["hash_exact"] = search_hash(resource_type, param, row["exact"])
     return row
 
 
-def _composite(resource: dict[str, Any], param: SearchParam, emit: Callable[..., None]) -> None:
+def _composite(resource: dict[str, Any], indexer: _Indexer, foci: list[Any], emit: Callable[..., None]) -> None:
     """Rows of each component under ``code$i``, for the elements where every component has a value."""
-    for group, focus in enumerate(extract(resource, param.expression)):
+    for group, focus in enumerate(foci):
         parts = []
-        for component in param.components:
-            convert = CONVERTERS.get(component.type)
-            extractor = compile_expression(component.expression, relative=True)[0]
-            values = extractor(focus, resource) if convert else []
-            parts.append([(t, row) for value in values for t, row in convert(value) if t == component.type])
-        if all(parts):
-            for position, rows in enumerate(parts):
-                for table, row in rows:
-                    emit(table, f"{param.code}${position}", row, group)
+        for kind, convert, walk in indexer.components:
+            found = [(t, row) for value in walk(focus, resource) for t, row in convert(value) if t == kind]
+            if not found:
+                break
+            parts.append(found)
+        else:
+            for position, found in enumerate(parts):
+                for table, row in found:
+                    emit(table, f"{indexer.code}${position}", row, group)
 
 
 def _text(value: Any) -> str | None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import calendar
 import re
+import sys
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import cache, lru_cache
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 
@@ -24,9 +26,27 @@ _DATE = re.compile(
 
 
 def fold(text: str) -> str:
-    """Case- and accent-insensitive form used for string search (NFKD, combining marks dropped)."""
+    """Case- and accent-insensitive form used for string search (NFKD, combining marks dropped).
+
+    ASCII is its own NFKD form and has no combining marks, so it only needs lower-casing.
+    """
+    if text.isascii():
+        return text.lower().strip()
+    return _fold_unicode(text)
+
+
+@lru_cache(maxsize=16_384)
+def _fold_unicode(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
+    if _combining_marks().isdisjoint(decomposed):  # CJK names and addresses: nothing to drop
+        return decomposed.casefold().strip()
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
+
+
+@cache
+def _combining_marks() -> frozenset[str]:
+    """Every character with a non-zero canonical combining class (Unicode of this Python)."""
+    return frozenset(chr(c) for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c)))
 
 
 def to_micros(moment: datetime) -> int:
