@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -83,7 +84,10 @@ async def search_parameters(request: Request) -> list[tuple[str, str]]:
 def searchset(
     base: str, path: str, request: SearchRequest, page: Page, versions: dict[int, Version], extra: list[Hit]
 ) -> dict[str, Any]:
-    """The searchset Bundle of one page (R4B §3.1.1.3): links, total, match/include/outcome entries."""
+    """The searchset Bundle of one page (R4B §3.1.1.3): links, total, match/include/outcome entries.
+
+    Unshaped resources go in as their stored canonical JSON (``orjson.Fragment``): never parsed nor
+    serialised again."""
     applied = request.applied
     links = [{"relation": "self", "url": _url(base, path, applied, request.cursor)}]
     links.append({"relation": "first", "url": _url(base, path, applied, None)})
@@ -101,9 +105,10 @@ def searchset(
             version = versions.get(hit.pk)
             if version is None or version.body is None:
                 continue
-            resource = version.resource()
-            if mode == "match":
-                resource = select_elements(summarise(resource, request.summary), request.elements)
+            if mode == "include" or (request.summary is None and not request.elements):
+                resource: Any = orjson.Fragment(version.body)  # the stored canonical JSON, as it is
+            else:
+                resource = select_elements(summarise(version.resource(), request.summary), request.elements)
             entries.append({"fullUrl": f"{base}/{hit.type}/{hit.id}", "resource": resource, "search": {"mode": mode}})
     issues = [Issue("not-supported", f"Ignored {text}", severity="warning") for text in request.ignored]
     if page.total_estimated:
@@ -161,7 +166,7 @@ def router(ctx: Context) -> APIRouter:
 
         parsed, page, extra, versions = await ctx.run(work, write=False)
         bundle = searchset(base, path, parsed, page, versions, extra)
-        note_search(request, params, bundle, versions.values() if parsed.summary or parsed.elements else None)
+        note_search(request, params, bundle, versions.values())  # the entries hold stored JSON, not dicts
         return Response(dump(bundle, request), media_type=FHIR_JSON)
 
     @api.get("")

@@ -210,7 +210,6 @@ class PredicateBuilder:
         probes = self.hash_probes(target, param.code, param.type, table, clause.values, clause.modifier)
         if probes is not None:
             return target.pk.in_(select(table.c.res_pk).where(or_(*probes)))
-        conditions = [self.row_condition(param.type, table, v, clause.modifier) for v in clause.values]
         if param.type == "reference":  # a bare id is a target id or a relative canonical: one index range each
             c = table.c
             conditions = [a for value in clause.values for a in self.reference_alternatives(table, value)]
@@ -219,6 +218,7 @@ class PredicateBuilder:
                 for condition in conditions
             ]
             return target.pk.in_(union_all(*alternatives) if len(alternatives) > 1 else alternatives[0])
+        conditions = [self.row_condition(param.type, table, v, clause.modifier) for v in clause.values]
         rows = select(table.c.res_pk).where(
             table.c.res_type == target.type, table.c.param == param.code, or_(*conditions)
         )
@@ -247,7 +247,7 @@ class PredicateBuilder:
                 lead if lead is not None else self.clause(inner_target, inner),
                 *self._readable(referred, target_type),
             )
-            alternatives.append(and_(link.c.target_type == target_type, link.c.target_id.in_(ids)))
+            alternatives.append(and_(link.c.target_type == target_type, link.c.target_id.in_(self.first(ids))))
         rows = select(link.c.res_pk).where(
             link.c.res_type == target.type, link.c.param == clause.param.code, or_(*alternatives)
         )

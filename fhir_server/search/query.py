@@ -17,6 +17,7 @@ from sqlalchemy.sql import ColumnElement
 from fhir_server.search.parameters import Registry
 from fhir_server.search.predicates import PredicateBuilder, Target, selectivity, table_alias
 from fhir_server.search.request import (
+    Chain,
     Clause,
     Match,
     SearchRequest,
@@ -95,19 +96,27 @@ def conditions(
     types = request.types
     target = Target(table, types[0] if len(types) == 1 else None)
     where: list[ColumnElement[bool]] = [table.c.deleted.is_(False)]
-    if len(types) == 1:
-        where.append(table.c.res_type == types[0])
-    elif types:
+    if len(types) > 1:
         where.append(table.c.res_type.in_(types))
     clauses = [*request.clauses, *(extra or [])]
     lead = _leading_clause(clauses) if target.type_name else None
+    pinned = False
     for clause in clauses:
         try:
-            where.append(builder.driving(target, clause) if clause is lead else builder.clause(target, clause))
+            if clause is lead:
+                where.append(builder.driving(target, clause))
+                pinned = isinstance(clause, Match | Chain)
+            else:
+                where.append(builder.clause(target, clause))
         except TerminologyError as error:
             if not request.lenient:
                 raise
             request.ignore(error.expression[0], error.diagnostics)
+    if len(types) == 1 and not pinned:
+        # A leading Match or Chain reads only index rows of this type (hashes include it): repeating the type
+        # would let SQLite probe (res_type, res_pk) and sort every match, instead of walking the keys in
+        # order and stopping at the end of the page.
+        where.append(table.c.res_type == types[0])
     if restrict is not None:
         where.append(restrict(table, target.type_name))
     return where

@@ -1,0 +1,60 @@
+"""``Patient/$everything`` reads the record's keys once per request; both backends.
+
+The record built by the operation's own tests (``tests/fhir_server/operations/test_everything.py``): the keys
+found from the record's own reference rows equal those of the archive-wide statement, and a page carries the
+total in its cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from sqlalchemy import select
+
+from fhir_server.operations.everything import record, record_keys
+from fhir_server.search.values import search_date
+from fhir_server.storage.tables import resources
+from tests.fhir_server.operations.test_everything import Record, _build, _everything_of_p, _keys, _pages
+
+
+@pytest.fixture(scope="module")
+def built(client) -> Record:
+    return _build(client)
+
+
+@pytest.mark.parametrize(("start", "end"), [(None, None), ("2023-01-01", None), (None, "2021-12-31")])
+def test_record_keys_are_those_of_the_whole_record_statement(built, backend, start, end):
+    low = search_date(start)[0] if start else None
+    high = search_date(end)[1] if end else None
+    members = record(built.id("p"), low, high)
+    everything = select(resources.c.res_pk).where(
+        resources.c.res_pk.in_(select(members.c.res_pk)), resources.c.deleted.is_(False)
+    )
+    with backend.engine.connect() as conn:
+        expected = sorted(conn.execute(everything).scalars())
+        assert record_keys(conn, built.id("p"), low, high) == expected
+    assert len(expected) > 20
+
+
+def test_every_page_carries_the_first_pages_total(client, built):
+    url = f"/fhir/Patient/{built.id('p')}/$everything?_count=100"
+    pages = _pages(client, url)
+    assert [page["total"] for page in pages] == [239, 239, 239]
+    assert set(_keys(pages)) == _everything_of_p(built)
+
+
+def test_a_cursor_without_total_still_pages_exactly(client, backend, built):
+    """A cursor holding only the position (as issued before the total was carried) gets the total recounted."""
+    first = client.get(f"/fhir/Patient/{built.id('p')}/$everything?_count=100").json()
+    last = first["entry"][-1]["resource"]
+    with backend.engine.connect() as conn:
+        last_pk = conn.execute(
+            select(resources.c.res_pk).where(
+                resources.c.res_type == last["resourceType"], resources.c.res_id == last["id"]
+            )
+        ).scalar_one()
+    cursor = base64.urlsafe_b64encode(f"everything.{last_pk}".encode()).decode().rstrip("=")
+    rest = _pages(client, f"/fhir/Patient/{built.id('p')}/$everything?_count=100&_cursor={cursor}")
+    assert {page["total"] for page in rest} == {239}
+    assert len(_keys([first, *rest])) == len(set(_keys([first, *rest]))) == 239
