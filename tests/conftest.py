@@ -89,7 +89,8 @@ class Backend:
             self.engine = create_db_engine(self.settings)
         # The MPI adds a golden Patient per resident; suites that count Patients run without it
         # (tests/ehr_archive turn it on with settings.model_copy(update={"mpi_enabled": True})).
-        self.settings = self.settings.model_copy(update={"mpi_enabled": False})
+        # When it is on, goldens are rebuilt right after each commit, before the request returns (docs/MPI.md).
+        self.settings = self.settings.model_copy(update={"mpi_enabled": False, "mpi_golden_rebuild": "after-commit"})
         upgrade(self.engine)
 
     def close(self) -> None:

@@ -7,17 +7,21 @@
 from __future__ import annotations
 
 from ehr_archive.mpi.records import GOLDEN_CODE, GOLDEN_TAG, MPI_SYSTEM, build_golden, golden_of, is_golden
-from ehr_archive.mpi.service import MasterPatientIndex
+from ehr_archive.mpi.service import REBUILD_MODES, MasterPatientIndex
 from fhir_server.errors import FhirError
 from fhir_server.service import FhirService
 
 
-def install_mpi(service: FhirService) -> MasterPatientIndex:
-    """Attach an MPI to the service: every non-golden Patient write is filed in the same unit of work."""
+def install_mpi(service: FhirService, *, rebuild: str = "inline") -> MasterPatientIndex:
+    """Attach an MPI to the service: every non-golden Patient write is filed in the same unit of work.
+
+    ``rebuild`` says when the goldens a write changed are rebuilt (``service.REBUILD_MODES``): ``inline`` in
+    that unit of work, or after its commit (``after-commit``, ``background``; the server's ``HIE_MPI_GOLDEN_REBUILD``).
+    """
     found = mpi_of(service)
     if found is not None:
         return found
-    mpi = MasterPatientIndex(service)
+    mpi = MasterPatientIndex(service, rebuild=rebuild)
     service.before_write.append(mpi)
     return mpi
 
@@ -37,6 +41,7 @@ __all__ = [
     "GOLDEN_CODE",
     "GOLDEN_TAG",
     "MPI_SYSTEM",
+    "REBUILD_MODES",
     "MasterPatientIndex",
     "build_golden",
     "golden_of",

@@ -1,4 +1,5 @@
-"""The MPI's own tables (migration 0009): goldens, records with their golden and blocking keys, decisions, merges.
+"""The MPI's own tables (migrations 0009, 0014): goldens, records with their golden and blocking keys, decisions,
+merges, and the goldens waiting to be rebuilt after commit.
 
 Only this module touches them; FHIR resources are written through the FHIR service. Blocking keys are stored as
 64-bit hashes under a primary key ``(key_hash, source_id)``, so the candidates of a record are one index probe per
@@ -14,10 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select, union_all, update
+from sqlalchemy import Connection, delete, func, insert, select, text, union_all, update
 
 from ehr_archive.mpi.records import Member
-from fhir_server.storage.tables import mpi_blocking_keys, mpi_distinct, mpi_goldens, mpi_merges, mpi_records
+from fhir_server.storage.tables import (
+    mpi_blocking_keys,
+    mpi_distinct,
+    mpi_golden_queue,
+    mpi_goldens,
+    mpi_merges,
+    mpi_records,
+    resources,
+)
 
 MAX_BLOCK_SIZE = 500
 """A key shared by more records than this (a clinic's phone) is skipped rather than scanned."""
@@ -68,6 +77,23 @@ def goldens_among(conn: Connection, ids: Iterable[str]) -> set[str]:
     return set(conn.execute(select(mpi_goldens.c.golden_id).where(mpi_goldens.c.golden_id.in_(wanted))).scalars())
 
 
+def add_golden(conn: Connection, golden_id: str) -> None:
+    """Reserve the id of a new golden (its first version may be written after commit)."""
+    conn.execute(insert(mpi_goldens).values(golden_id=golden_id, active=True))
+
+
+def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
+    """Serialise writers of records sharing a blocking key until commit (PostgreSQL advisory locks, one statement,
+    taken in hash order so two writers never wait for each other); SQLite writers hold the database lock."""
+    if conn.dialect.name != "postgresql":
+        return
+    hashes = sorted({key_hash(f"mpi:{key}") for key in keys})
+    if hashes:
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"), {"keys": hashes}
+        )
+
+
 def save_golden(conn: Connection, golden_id: str, *, active: bool) -> None:
     known = golden_active(conn, golden_id)
     if known is None:
@@ -100,8 +126,10 @@ def save_record(
     demographics: dict[str, Any],
     keys: Iterable[str],
     active: bool = True,
+    new: bool = False,
 ) -> None:
-    """Insert or replace a record and its blocking keys (an inactive record keeps none)."""
+    """Insert or replace a record and its blocking keys (an inactive record keeps none); ``new``: the caller
+    knows there is no row yet (two statements instead of four)."""
     values = {
         "golden_id": golden_id,
         "link_kind": link_kind,
@@ -109,12 +137,17 @@ def save_record(
         "demographics": orjson.dumps(demographics).decode(),
         "updated_at": now_micros(),
     }
-    exists = conn.execute(select(mpi_records.c.source_id).where(mpi_records.c.source_id == source_id)).first()
+    exists = (
+        None
+        if new
+        else conn.execute(select(mpi_records.c.source_id).where(mpi_records.c.source_id == source_id)).first()
+    )
     if exists is None:
         conn.execute(insert(mpi_records).values(source_id=source_id, **values))
     else:
         conn.execute(update(mpi_records).where(mpi_records.c.source_id == source_id).values(**values))
-    conn.execute(delete(mpi_blocking_keys).where(mpi_blocking_keys.c.source_id == source_id))
+    if not new:
+        conn.execute(delete(mpi_blocking_keys).where(mpi_blocking_keys.c.source_id == source_id))
     hashes = sorted({key_hash(key) for key in keys}) if active else []
     if hashes:
         conn.execute(insert(mpi_blocking_keys), [{"key_hash": h, "source_id": source_id} for h in hashes])
@@ -155,6 +188,28 @@ def candidates(conn: Connection, keys: Iterable[str], *, exclude: str | None = N
     return [_record(row) for row in rows]
 
 
+def owned_members(conn: Connection, golden_ids: Iterable[str], org: str) -> dict[str, list[Record]]:
+    """The active records of these goldens that institution ``org`` wrote (``resources.owner_org``)."""
+    wanted = sorted(set(golden_ids))
+    if not wanted:
+        return {}
+    query = (
+        select(mpi_records)
+        .join(resources, (resources.c.res_type == "Patient") & (resources.c.res_id == mpi_records.c.source_id))
+        .where(
+            mpi_records.c.golden_id.in_(wanted),
+            mpi_records.c.active.is_(True),
+            resources.c.owner_org == org,
+            resources.c.deleted.is_(False),
+        )
+        .order_by(mpi_records.c.source_id)
+    )
+    found: dict[str, list[Record]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.golden_id, []).append(_record(row))
+    return found
+
+
 # -- review decisions ------------------------------------------------------------------------------------------
 
 
@@ -171,6 +226,75 @@ def forget_distinct(conn: Connection, source_id: str, golden_id: str) -> None:
     conn.execute(
         delete(mpi_distinct).where(mpi_distinct.c.source_id == source_id, mpi_distinct.c.golden_id == golden_id)
     )
+
+
+# -- goldens to rebuild after commit (migration 0014) -------------------------------------------------------------
+
+
+def queue_golden(conn: Connection, golden_id: str) -> None:
+    """Ask for a rebuild of ``golden_id`` once this unit of work has committed (an append-only row)."""
+    conn.execute(insert(mpi_golden_queue).values(golden_id=golden_id, queued_at=now_micros()))
+
+
+def queued_goldens(conn: Connection, *, limit: int) -> dict[str, list[int]]:
+    """The oldest queued goldens, ``{golden_id: [queue row ids]}`` (at most ``limit`` rows)."""
+    rows = conn.execute(
+        select(mpi_golden_queue.c.id, mpi_golden_queue.c.golden_id).order_by(mpi_golden_queue.c.id).limit(limit)
+    )
+    found: dict[str, list[int]] = {}
+    for row in rows:
+        found.setdefault(row.golden_id, []).append(row.id)
+    return found
+
+
+def is_queued(conn: Connection, golden_id: str) -> bool:
+    query = select(mpi_golden_queue.c.id).where(mpi_golden_queue.c.golden_id == golden_id).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def queue_length(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(mpi_golden_queue)).scalar_one())
+
+
+def dequeue(conn: Connection, ids: Iterable[int]) -> None:
+    """Forget exactly the rows a rebuild has seen: a row queued meanwhile stays for the next rebuild."""
+    wanted = sorted(ids)
+    if wanted:
+        conn.execute(delete(mpi_golden_queue).where(mpi_golden_queue.c.id.in_(wanted)))
+
+
+# -- records not filed yet (the back-fill) --------------------------------------------------------------------------
+
+
+def unfiled_patients(conn: Connection, *, after: int, limit: int) -> list[tuple[int, str]]:
+    """``(res_pk, res_id)`` of current Patients after ``after`` (key order) that are neither filed nor goldens."""
+    query = (
+        select(resources.c.res_pk, resources.c.res_id)
+        .where(
+            resources.c.res_type == "Patient",
+            resources.c.deleted.is_(False),
+            resources.c.res_pk > after,
+            ~select(mpi_records.c.source_id).where(mpi_records.c.source_id == resources.c.res_id).exists(),
+            ~select(mpi_goldens.c.golden_id).where(mpi_goldens.c.golden_id == resources.c.res_id).exists(),
+        )
+        .order_by(resources.c.res_pk)
+        .limit(limit)
+    )
+    return [(row.res_pk, row.res_id) for row in conn.execute(query)]
+
+
+def count_unfiled(conn: Connection) -> int:
+    query = (
+        select(func.count())
+        .select_from(resources)
+        .where(
+            resources.c.res_type == "Patient",
+            resources.c.deleted.is_(False),
+            ~select(mpi_records.c.source_id).where(mpi_records.c.source_id == resources.c.res_id).exists(),
+            ~select(mpi_goldens.c.golden_id).where(mpi_goldens.c.golden_id == resources.c.res_id).exists(),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 # -- merges --------------------------------------------------------------------------------------------------------

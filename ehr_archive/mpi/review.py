@@ -20,6 +20,7 @@ ACTIVITIES = {
     "not-duplicate": "Record that a record is not the resident of a golden Patient",
     "merge": "Merge two Patients",
     "unmerge": "Undo a merge of two Patients",
+    "close-review": "Close review Tasks a later write settled",
 }
 
 
@@ -76,8 +77,11 @@ def task_candidate(task: Mapping[str, Any]) -> str | None:
     return None
 
 
-def completed_task(task: dict[str, Any], decision: str, golden_id: str, when: str) -> dict[str, Any]:
-    """The Task after a decision (``linked`` or ``not-duplicate``) that put the record in golden ``golden_id``."""
+def completed_task(
+    task: dict[str, Any], decision: str, golden_id: str, when: str, *, note: str | None = None
+) -> dict[str, Any]:
+    """The Task after a decision (``linked`` or ``not-duplicate``) that put the record in golden ``golden_id``;
+    ``note`` says why when no reviewer decided (a later write settled it)."""
     done = dict(task)
     done["status"] = "completed"
     done["businessStatus"] = {"text": decision}
@@ -89,7 +93,30 @@ def completed_task(task: dict[str, Any], decision: str, golden_id: str, when: st
             "valueReference": {"reference": patient_reference(golden_id)},
         },
     ]
+    if note:
+        _add_note(done, note, when)
     return done
+
+
+def cancelled_task(task: dict[str, Any], golden_id: str, when: str, *, note: str) -> dict[str, Any]:
+    """The Task when its question no longer stands (the record was linked elsewhere with certainty)."""
+    done = dict(task)
+    done["status"] = "cancelled"
+    done["statusReason"] = {"text": "superseded"}
+    done["businessStatus"] = {"text": "superseded"}
+    done["lastModified"] = when
+    done["output"] = [
+        {
+            "type": _concept("golden", "Golden Patient of the record"),
+            "valueReference": {"reference": patient_reference(golden_id)},
+        }
+    ]
+    _add_note(done, note, when)
+    return done
+
+
+def _add_note(task: dict[str, Any], text: str, when: str) -> None:
+    task["note"] = [*(task.get("note") or []), {"time": when, "text": text}]
 
 
 def provenance(

@@ -8,12 +8,16 @@ them. Review Tasks and Provenance go through the service like any other resource
 
 from __future__ import annotations
 
+import atexit
+import logging
+import threading
 import uuid
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, event
 
 from ehr_archive.matching import (
     DEFAULT_MODEL,
@@ -36,14 +40,30 @@ from ehr_archive.mpi.records import (
     same_content,
     with_golden_link,
 )
-from ehr_archive.mpi.review import REVIEW_CODE, completed_task, provenance, review_task, task_candidate
+from ehr_archive.mpi.review import (
+    REVIEW_CODE,
+    cancelled_task,
+    completed_task,
+    provenance,
+    review_task,
+    task_candidate,
+)
 from fhir_server.access import acting_as
 from fhir_server.auth.principal import SYSTEM
 from fhir_server.errors import FhirError
 from fhir_server.repository import Version, instant
 from fhir_server.search.values import to_micros
 from fhir_server.service import FhirService
+from fhir_server.storage import unit_of_work
 
+log = logging.getLogger("hie.mpi")
+
+REBUILD_MODES = ("background", "after-commit", "inline", "queued")
+"""When goldens are rebuilt after a record's write: ``inline`` in the writer's unit of work; ``after-commit`` right
+after its commit, in the writer's thread, before the call returns; ``background`` by a worker thread of the process
+woken after the commit (the server's default, ``HIE_MPI_GOLDEN_REBUILD``); ``queued`` only queues them, for batch
+callers that call :meth:`MasterPatientIndex.rebuild_pending` themselves (the back-fill, benchmarks)."""
+_QUEUED = "hie.mpi.goldens-queued"
 _RANK = {MatchGrade.CERTAIN: 3, MatchGrade.PROBABLE: 2, MatchGrade.POSSIBLE: 1, MatchGrade.CERTAINLY_NOT: 0}
 _KEEP: Any = object()
 
@@ -74,11 +94,20 @@ class MasterPatientIndex:
         model: MatchModel = DEFAULT_MODEL,
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         max_reviews: int = 3,
+        rebuild: str = "inline",
     ) -> None:
+        if rebuild not in REBUILD_MODES:
+            raise ValueError(f"golden rebuild {rebuild!r} is not one of {', '.join(REBUILD_MODES)}")
         self.service = service
         self.model = model
         self.thresholds = thresholds
         self.max_reviews = max_reviews
+        self.rebuild = rebuild
+        self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+        self._workers: weakref.WeakKeyDictionary[Engine, _Rebuilder] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._flag = f"{_QUEUED}:{id(self)}"
 
     # -- the hook ------------------------------------------------------------------------------------------------
 
@@ -89,11 +118,12 @@ class MasterPatientIndex:
             raise golden_refused(f"Patient/{res_id} is a golden Patient")
         if resource is not None and is_golden(resource):
             raise golden_refused("The Patient carries the golden-record tag")
+        defer = self.rebuild != "inline"
         with acting_as(SYSTEM):  # goldens and review Tasks belong to the exchange, not to the writing institution
             if resource is None:
-                self.forget_record(conn, res_id)
+                self.forget_record(conn, res_id, defer=defer)
             else:
-                self.file_record(conn, res_id, resource)
+                self.file_record(conn, res_id, resource, defer=defer)
 
     # -- matching ------------------------------------------------------------------------------------------------
 
@@ -120,14 +150,16 @@ class MasterPatientIndex:
 
     # -- filing records ------------------------------------------------------------------------------------------
 
-    def file_record(self, conn: Connection, source_id: str, patient: dict[str, Any]) -> str:
-        """Match a record about to be stored, link it (amending its ``link``), refresh goldens; the golden id."""
+    def file_record(self, conn: Connection, source_id: str, patient: dict[str, Any], *, defer: bool = False) -> str:
+        """Match a record about to be stored, link it (amending its ``link``), refresh goldens; the golden id.
+
+        ``defer``: the goldens it joined or left are queued and rebuilt after commit (:meth:`rebuild_pending`).
+        """
         record = person_record_from_patient(patient, source_id)
         keys = blocking_keys(record)
-        for key in sorted(keys):
-            self.service.repository.lock_condition(conn, f"mpi:{key}")
+        links.lock_keys(conn, keys)
         existing = links.get_record(conn, source_id)
-        refused = links.distinct_goldens(conn, source_id)
+        refused = links.distinct_goldens(conn, source_id) if existing is not None else set()
         scored = {g: v for g, v in self.score_candidates(conn, record, exclude=source_id).items() if g not in refused}
         certain = [g for g, (r, _) in scored.items() if r.grade is MatchGrade.CERTAIN]
         best_certain = max(certain, key=lambda g: rank(scored[g][0]), default=None)
@@ -139,6 +171,7 @@ class MasterPatientIndex:
             golden_id, kind = existing.golden_id, existing.link_kind
         else:
             golden_id, kind = str(uuid.uuid4()), "new"
+            links.add_golden(conn, golden_id)  # reserved before its first version, which may come after commit
         reviews = sorted(
             ((g, r) for g, (r, _) in scored.items() if g != golden_id and r.grade is not MatchGrade.CERTAIN),
             key=lambda item: rank(item[1]),
@@ -155,11 +188,14 @@ class MasterPatientIndex:
             demographics=demographics(patient),
             keys=keys,
             active=not merged_away,
+            new=existing is None,
         )
         with_golden_link(patient, golden_id, links.goldens_among(conn, _link_targets(patient)))
-        self.refresh_golden(conn, golden_id)
+        self.golden_changed(conn, golden_id, defer=defer)
         if existing is not None and existing.golden_id != golden_id:
-            self.refresh_golden(conn, existing.golden_id)
+            self.golden_changed(conn, existing.golden_id, defer=defer)
+        if existing is not None and golden_id == best_certain and kind == "auto":
+            self._close_settled_tasks(conn, source_id, golden_id, scored, {g for g, _ in reviews})
         if reviews:
             self._ask_review(conn, source_id, golden_id, reviews, fresh=existing is None)
         return golden_id
@@ -190,20 +226,153 @@ class MasterPatientIndex:
             if candidate not in asked:
                 self.service.create(conn, review_task(source_id, golden_id, candidate, result, _now()))
 
-    def forget_record(self, conn: Connection, source_id: str) -> None:
+    def _close_settled_tasks(
+        self,
+        conn: Connection,
+        source_id: str,
+        golden_id: str,
+        scored: dict[str, tuple[MatchResult, str]],
+        still_asked: set[str],
+    ) -> None:
+        """A write linked the record with certainty: its open review Tasks that this settles are closed.
+
+        The Task about the golden it is now linked to is ``completed`` (decision ``linked``); a Task about a
+        candidate that no longer scores ``possible`` or better is ``cancelled``. A candidate that still scores
+        stays asked (it may be another golden of the same resident: a reviewer decides whether to merge).
+        """
+        result, _ = scored[golden_id]
+        closed: list[str] = []
+        for task in self.open_tasks(conn, source_id):
+            body = task.resource()
+            candidate = task_candidate(body)
+            when = _now()
+            if candidate == golden_id:
+                note = (
+                    f"Closed automatically: a later write of Patient/{source_id} linked it with certainty to "
+                    f"Patient/{golden_id} ({result.rule or 'score'} {result.score:.2f} bits)."
+                )
+                done = completed_task(body, "linked", golden_id, when, note=note)
+            elif candidate not in still_asked:
+                note = (
+                    f"Cancelled automatically: a later write of Patient/{source_id} linked it with certainty to "
+                    f"Patient/{golden_id}, and Patient/{candidate} no longer scores as a possible match."
+                )
+                done = cancelled_task(body, golden_id, when, note=note)
+            else:
+                continue
+            closed.append(self.service.update(conn, "Task", task.res_id, done).version.location)
+        if closed:
+            self.record_provenance(
+                conn,
+                "close-review",
+                closed,
+                [f"Patient/{source_id}"],
+                f"Review of Patient/{source_id} settled: linked with certainty to Patient/{golden_id}",
+            )
+
+    def forget_record(self, conn: Connection, source_id: str, *, defer: bool = False) -> None:
         """A source record was deleted: drop it from the index and from its golden."""
         existing = links.get_record(conn, source_id)
         if existing is not None:
             links.remove_record(conn, source_id)
-            self.refresh_golden(conn, existing.golden_id)
+            self.golden_changed(conn, existing.golden_id, defer=defer)
 
     # -- goldens -------------------------------------------------------------------------------------------------
+
+    def golden_changed(self, conn: Connection, golden_id: str, *, defer: bool) -> None:
+        """The records of ``golden_id`` changed: rebuild it now, or queue it for after the commit."""
+        if not defer:
+            self.refresh_golden(conn, golden_id)
+            return
+        links.queue_golden(conn, golden_id)
+        conn.info[self._flag] = True
+        self._listen(conn.engine)
+
+    def _listen(self, engine: Engine) -> None:
+        with self._lock:
+            if engine in self._engines:
+                return
+            self._engines.add(engine)
+
+        mpi = weakref.ref(self)
+        flag = self._flag
+
+        def _checkin(_dbapi_connection: Any, record: Any) -> None:
+            # The connection goes back to the pool: the unit of work that queued goldens has ended.
+            if record is not None and record.info.pop(flag, False):
+                found = mpi()
+                if found is not None:
+                    found._after_commit(engine)
+
+        event.listen(engine, "checkin", _checkin)
+
+    def _after_commit(self, engine: Engine) -> None:
+        if self.rebuild == "queued":
+            return
+        if self.rebuild == "background":
+            self._worker(engine).wake()
+            return
+        if getattr(self._local, "draining", False):
+            return
+        try:
+            self.rebuild_pending(engine)
+        except Exception:  # the queue keeps the goldens; the next rebuild finishes them
+            log.exception("rebuilding golden Patients after commit failed")
+
+    def _worker(self, engine: Engine) -> _Rebuilder:
+        with self._lock:
+            worker = self._workers.get(engine)
+            if worker is None:
+                worker = self._workers[engine] = _Rebuilder(self, engine)
+                worker.start()
+            return worker
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until the background rebuilders of this process have nothing left (tests, orderly shutdown)."""
+        return all(worker.wait_idle(timeout) for worker in list(self._workers.values()))
+
+    def stop(self) -> None:
+        """Stop the background rebuilders after a last drain (process exit)."""
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for worker in workers:
+            worker.stop()
+
+    def rebuild_pending(self, engine: Engine, *, batch: int = 100) -> int:
+        """Rebuild every queued golden (after commit); the number rebuilt.
+
+        Each golden is rebuilt under its lock from the records committed at that moment, and only the queue rows
+        seen are removed: a record written meanwhile queued a row of its own, so its golden is rebuilt again.
+        Several processes may drain at once: a rebuild that finds nothing changed writes no version.
+        """
+        done = 0
+        self._local.draining = True
+        try:
+            while True:
+                with unit_of_work(engine) as conn, acting_as(SYSTEM):
+                    queued = links.queued_goldens(conn, limit=batch)
+                    for golden_id, ids in queued.items():
+                        savepoint = conn.begin_nested()
+                        try:
+                            self.refresh_golden(conn, golden_id)
+                            savepoint.commit()
+                        except Exception:
+                            savepoint.rollback()
+                            log.exception("rebuilding golden Patient/%s failed; left out", golden_id)
+                        links.dequeue(conn, ids)
+                done += len(queued)
+                if sum(len(ids) for ids in queued.values()) < batch:
+                    return done
+        finally:
+            self._local.draining = False
 
     def refresh_golden(
         self, conn: Connection, golden_id: str, *, replaced_by: Any = _KEEP, replaces: Any = _KEEP
     ) -> Version | None:
         """Rebuild a golden from its records (survivorship) and store it when it changed."""
         repository = self.service.repository
+        repository.lock_condition(conn, f"mpi-golden:{golden_id}")  # two rebuilds of a new golden: one creates it
         current = repository.current(conn, "Patient", golden_id, lock=True)
         stored = current.resource() if current is not None and not current.deleted else {}
         if replaced_by is _KEEP:
@@ -311,6 +480,57 @@ class MasterPatientIndex:
             conn, provenance(activity, list(dict.fromkeys(targets)), list(prior), _now(), reason)
         )
         return f"Provenance/{created.version.res_id}"
+
+
+class _Rebuilder:
+    """The background rebuild of queued goldens for one engine: a daemon thread woken after each commit.
+
+    A drain rebuilds every queued golden, also those another process queued and could not finish; ``hie mpi
+    rebuild`` does the same by hand. At exit the thread finishes what it was woken for.
+    """
+
+    def __init__(self, mpi: MasterPatientIndex, engine: Engine) -> None:
+        self.mpi = mpi
+        self.engine = engine
+        self._changed = threading.Condition()
+        self._pending = False
+        self._stopping = False
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hie-mpi-goldens", daemon=True)
+        atexit.register(self.stop)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._changed:
+            self._pending = True
+            self._idle.clear()
+            self._changed.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._stopping:
+                    self._idle.set()
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                self._pending = False
+            try:
+                self.mpi.rebuild_pending(self.engine)
+            except Exception:  # the queue keeps them: the next wake retries
+                log.exception("background rebuild of golden Patients failed")
 
 
 def _link_targets(patient: dict[str, Any]) -> list[str]:

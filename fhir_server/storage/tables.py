@@ -109,7 +109,7 @@ date_index = Table(
     Column("high", BigInteger, nullable=False, comment="microseconds since the epoch, inclusive"),
     Index("ix_date_low", "res_type", "param", "low"),
     Index("ix_date_high", "res_type", "param", "high"),
-    Index("ix_date_res", "res_pk"),
+    Index("ix_date_res_param", "res_pk", "param", "low", "high"),
 )
 
 number_index = Table(
@@ -324,6 +324,16 @@ mpi_distinct = Table(
     PrimaryKeyConstraint("source_id", "golden_id", name="pk_mpi_distinct"),
 )
 """Reviewed "not the same person" decisions: the record is never linked to that golden automatically."""
+
+mpi_golden_queue = Table(
+    "mpi_golden_queue",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("golden_id", String(64), nullable=False, comment="golden Patient whose records changed"),
+    Column("queued_at", BigInteger, nullable=False, comment="microseconds since the Unix epoch (UTC)"),
+    Index("ix_mpi_golden_queue_golden", "golden_id"),
+)
+"""Goldens to rebuild after commit (migration 0014): filled in the writer's unit of work, drained after it."""
 
 mpi_merges = Table(
     "mpi_merges",

@@ -6,7 +6,7 @@ import re
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from ehr_archive.identifiers import normalize_identifier_value
 from ehr_archive.mpi.records import is_golden
@@ -16,6 +16,7 @@ from fhir_server.errors import FhirError
 from fhir_server.operations.base import Invocation
 from fhir_server.operations.inputs import bad_input
 from fhir_server.service import FhirService
+from fhir_server.storage.tables import resources
 
 
 def as_exchange() -> AbstractContextManager[None]:
@@ -35,6 +36,26 @@ def require_steward(call: Invocation) -> None:
             f"${call.path.rsplit('$', 1)[-1]} links or merges residents' records across institutions: only the "
             "exchange's identity stewards (a client registered with --exchange) may call it.",
         )
+
+
+def sees_everything(call: Invocation) -> bool:
+    """The exchange's stewards, its in-process adapters and a justified break-glass read see every resident."""
+    return call.access.restriction is None
+
+
+def readable_patients(call: Invocation, conn: Connection, ids: list[str]) -> set[str]:
+    """Which of these Patients (records or goldens) the caller may read as a read of each would decide: the
+    records its institution wrote, and any record or golden of a resident whose consent shares it with the caller
+    now (docs/SECURITY.md). The MPI's disclosure policy (docs/MPI.md, "Who sees what") rests on this."""
+    wanted = sorted(set(ids))
+    restriction = call.access.restriction
+    if restriction is None or not wanted:
+        return set(wanted)
+    r = resources
+    query = select(r.c.res_id).where(
+        r.c.res_type == "Patient", r.c.res_id.in_(wanted), r.c.deleted.is_(False), restriction(r, "Patient")
+    )
+    return set(conn.execute(query).scalars())
 
 
 _PATIENT_REFERENCE = re.compile(r"^(?:.*/)?Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/\d+)?$")

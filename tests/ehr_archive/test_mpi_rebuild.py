@@ -1,0 +1,126 @@
+"""Goldens rebuilt after commit (both backends): the link stays in the writer's unit of work, the golden follows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ehr_archive.mpi import install_mpi, links
+from fhir_server.errors import FhirError
+from fhir_server.service import FhirService
+from fhir_server.storage import unit_of_work
+from tests.ehr_archive.conftest import patient, resident_id, unique_org
+
+
+def _refer(record: dict[str, Any]) -> str:
+    [golden] = [link["other"]["reference"] for link in record["link"] if link["type"] == "refer"]
+    return golden.removeprefix("Patient/")
+
+
+def _golden(engine, golden_id: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    with unit_of_work(engine, write=False) as conn:
+        try:
+            return FhirService().repository.read(conn, "Patient", golden_id).resource()
+        except FhirError:
+            return None
+
+
+def _seealso(golden: dict[str, Any]) -> set[str]:
+    return {link["other"]["reference"] for link in golden["link"] if link["type"] == "seealso"}
+
+
+def _create(engine, service: FhirService, body: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    with unit_of_work(engine) as conn:
+        return service.create(conn, body).version.resource()
+
+
+def test_queued_goldens_wait_for_the_rebuild_and_then_hold_every_record(engine) -> None:
+    service = FhirService()
+    mpi = install_mpi(service, rebuild="queued")
+    rid = resident_id("19661224", 301)
+    first = _create(engine, service, patient(unique_org(), "Q-1", family="梁", given="伟", born="1966-12-24", rid=rid))
+    golden_id = _refer(first)
+
+    assert _golden(engine, golden_id) is None  # the link is committed with the record, the golden comes after
+    with unit_of_work(engine, write=False) as conn:
+        assert links.golden_active(conn, golden_id) is True  # its id is reserved: nobody else may write it
+        assert links.is_queued(conn, golden_id)
+
+    second = _create(
+        engine,
+        service,
+        patient(unique_org(), "Q-2", family="梁", given="伟", born="1966-12-24", rid=rid, phone="13977400001"),
+    )
+    assert _refer(second) == golden_id  # matching reads the MPI tables, not the golden
+
+    assert mpi.rebuild_pending(engine) == 1
+    golden = _golden(engine, golden_id)
+    assert golden is not None
+    assert _seealso(golden) == {f"Patient/{first['id']}", f"Patient/{second['id']}"}
+    assert golden["telecom"] == [{"system": "phone", "value": "13977400001"}]
+    with unit_of_work(engine, write=False) as conn:
+        assert not links.is_queued(conn, golden_id)
+    assert mpi.rebuild_pending(engine) == 0
+
+
+def test_a_rebuild_forgets_only_the_queue_rows_it_saw(engine) -> None:
+    with unit_of_work(engine) as conn:
+        links.queue_golden(conn, "g-seen")
+        seen = links.queued_goldens(conn, limit=100)
+        links.queue_golden(conn, "g-seen")  # a record of it written while the rebuild ran
+        links.dequeue(conn, seen["g-seen"])
+        assert links.is_queued(conn, "g-seen")
+        links.dequeue(conn, links.queued_goldens(conn, limit=100)["g-seen"])
+        assert not links.is_queued(conn, "g-seen")
+
+
+def test_after_commit_rebuilds_before_the_writer_gets_control_back(engine) -> None:
+    service = FhirService()
+    install_mpi(service, rebuild="after-commit")
+    record = _create(engine, service, patient(unique_org(), "AC-1", family="韦", given="小红", gender="female"))
+
+    golden = _golden(engine, _refer(record))
+    assert golden is not None and _seealso(golden) == {f"Patient/{record['id']}"}
+    with unit_of_work(engine, write=False) as conn:
+        assert not links.is_queued(conn, _refer(record))
+
+
+def test_a_rolled_back_write_queues_nothing(engine) -> None:
+    service = FhirService()
+    mpi = install_mpi(service, rebuild="queued")
+    with pytest.raises(RuntimeError), unit_of_work(engine) as conn:
+        created = service.create(conn, patient(unique_org(), "RB-1", family="蒙", given="立")).version.resource()
+        raise RuntimeError("the request failed after the write")
+    with unit_of_work(engine, write=False) as conn:
+        assert not links.is_queued(conn, _refer(created))
+        assert links.golden_active(conn, _refer(created)) is None
+    assert mpi.rebuild_pending(engine) >= 0  # nothing of it to rebuild
+
+
+def test_background_rebuild_catches_up_after_the_commit(engine) -> None:
+    service = FhirService()
+    mpi = install_mpi(service, rebuild="background")
+    try:
+        rid = resident_id("19800105", 311)
+        records = [
+            _create(
+                engine, service, patient(unique_org(), f"BG-{n}", family="黎", given="明", born="1980-01-05", rid=rid)
+            )
+            for n in range(3)
+        ]
+        assert mpi.wait_idle(30)
+        golden = _golden(engine, _refer(records[0]))
+        assert golden is not None
+        assert _seealso(golden) == {f"Patient/{r['id']}" for r in records}
+    finally:
+        mpi.stop()
+
+
+def test_inline_rebuild_writes_the_golden_in_the_writers_unit_of_work(engine) -> None:
+    service = FhirService()
+    install_mpi(service, rebuild="inline")
+    with unit_of_work(engine) as conn:
+        record = service.create(conn, patient(unique_org(), "IN-1", family="区", given="志强")).version.resource()
+        assert service.repository.read(conn, "Patient", _refer(record)).resource()["active"] is True
+        assert not links.is_queued(conn, _refer(record))
