@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     audit_batch_size: int = 500
     audit_flush_seconds: float = 0.2
     """Queued audit events are written at least this often, in batches of up to ``audit_batch_size``."""
+    audit_spool: bool = True
+    """Each queued audit event is also appended to a local spool file, replayed at start-up if the process was
+    killed before writing it (docs/SECURITY.md, "Audit")."""
+    audit_spool_dir: Path | None = None
+    """Folder of the spool files; by default next to a SQLite database file, else ``var/audit-spool/<database>``."""
     rate_limit_per_second: float = 0.0
     """Requests per second each client (or remote address) may make, per worker process; 0 turns limits off."""
     rate_limit_burst: int = 0
@@ -96,6 +102,10 @@ class Settings(BaseSettings):
 
     mpi_enabled: bool = True
     """Patient writes pass through the master patient index (golden Patients, links, review Tasks; docs/MPI.md)."""
+    mpi_golden_rebuild: Literal["background", "after-commit", "inline", "queued"] = "background"
+    """When goldens are rebuilt after a record's write: ``background`` (after commit, by a thread of the process),
+    ``after-commit`` (after commit, before the request returns), ``inline`` (in the writer's unit of work) or
+    ``queued`` (only queued, for ``hie mpi rebuild``: batch commands)."""
 
 
 def load_settings(**overrides: object) -> Settings:

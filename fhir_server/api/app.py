@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -17,10 +19,12 @@ from ehr_archive.identifiers import validate_patient_identifiers
 from ehr_archive.mpi import install_mpi
 from fhir_server import access, definitions
 from fhir_server.api import bulk, interactions, operations, search, subscriptions
-from fhir_server.api.hardening import install_hardening, install_log_masking, rate_limits
+from fhir_server.api.dispatch import hot_routes
+from fhir_server.api.hardening import install_hardening, install_log_masking, rate_limiter, rate_limits
 from fhir_server.api.negotiation import FHIR_JSON
 from fhir_server.audit import AuditMiddleware, AuditTrail
-from fhir_server.audit.trail import with_trail
+from fhir_server.audit.spool import spool_directory
+from fhir_server.audit.trail import Lifespan, with_trail
 from fhir_server.auth import endpoint as auth_endpoint
 from fhir_server.auth.authority import Authority
 from fhir_server.auth.middleware import AuthMiddleware
@@ -59,7 +63,7 @@ class Context:
             checks=[patient_identifier_check, check_subscription],
         )
         if settings.mpi_enabled:
-            install_mpi(self.service)
+            install_mpi(self.service, rebuild=settings.mpi_golden_rebuild)
 
     async def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
         """Run ``work`` in one transaction off the event loop; retry when a concurrent writer won a race."""
@@ -107,6 +111,20 @@ def _dump(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body)
 
 
+def frozen_after_start_up(lifespan: Lifespan) -> Lifespan:
+    """``lifespan``, then ``gc.freeze()`` once per process: the start-up heap (definitions, models, compiled SQL)
+    is left out of every later collection, which would otherwise walk it again and again under load."""
+
+    @asynccontextmanager
+    async def run(app: Any) -> AsyncIterator[None]:
+        async with lifespan(app):
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+            yield
+
+    return run
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or load_settings()
     engine = engine or create_db_engine(settings)
@@ -117,14 +135,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         enabled=settings.audit_enabled,
         batch_size=settings.audit_batch_size,
         interval=settings.audit_flush_seconds,
+        spool_dir=spool_directory(settings.database_url, settings.audit_spool_dir) if settings.audit_spool else None,
     )
+    limiter = rate_limiter(settings)
     app = FastAPI(
         title="Wuzhou Health Information Exchange",
         version="0.1.0",
         docs_url="/docs",
         redoc_url=None,
-        lifespan=with_trail(audit, background.lifespan),
-        dependencies=rate_limits(settings),
+        lifespan=with_trail(audit, frozen_after_start_up(background.lifespan)),
+        dependencies=rate_limits(limiter),
     )
     app.state.context = context
     app.add_middleware(access.BindCaller)  # the request's principal stamps its writes (docs/SECURITY.md)
@@ -163,8 +183,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(subscriptions.router(context, background))  # before operations: $resend, the websocket
     app.include_router(bulk.router(context, background))  # before operations and interactions: $export
     app.include_router(operations.router(context))  # before interactions: Patient/$everything is no read
-    app.include_router(search.router(context))
-    app.include_router(interactions.router(context))
+    searches, instances = search.router(context), interactions.router(context)
+    app.include_router(searches)
+    app.include_router(instances)
+    app.router.routes[:0] = hot_routes((instances, searches), limiter)  # read and search: tried first
 
     @app.get("/", include_in_schema=False)
     async def _root() -> dict[str, Any]:

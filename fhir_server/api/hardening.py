@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -19,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 import orjson
 from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -33,6 +33,7 @@ from fhir_server.errors import FhirError, http_status
 FHIR_JSON = "application/fhir+json"
 _RESIDENT_ID = re.compile(r"(?<![0-9])([0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9A-Za-z])")
 _MOBILE = re.compile(r"(?:(?<=\+86)|(?<![0-9]))1[3-9][0-9]{9}(?![0-9])")
+log = logging.getLogger("hie.api")
 
 
 # -- masked logs --------------------------------------------------------------------------------------------------
@@ -128,16 +129,21 @@ def rate_limit_dependency(limiter: RateLimiter) -> Callable[[HTTPConnection], Aw
     """A FastAPI dependency of every route: runs after authentication, so it can key on the client."""
 
     async def check_rate(connection: HTTPConnection) -> None:
-        wait = limiter.take(rate_limit_key(connection))
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise FhirError(
-                "throttled",
-                f"Too many requests: this client may make {limiter.rate:g} per second; retry in {seconds} s.",
-                headers={"Retry-After": str(seconds)},
-            )
+        limit_rate(limiter, connection)
 
     return check_rate
+
+
+def limit_rate(limiter: RateLimiter, connection: HTTPConnection) -> None:
+    """Spend one of the caller's tokens; 429 with ``Retry-After`` when the bucket is empty."""
+    wait = limiter.take(rate_limit_key(connection))
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise FhirError(
+            "throttled",
+            f"Too many requests: this client may make {limiter.rate:g} per second; retry in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )
 
 
 # -- timeouts and headers -----------------------------------------------------------------------------------------
@@ -156,7 +162,7 @@ class TimeoutMiddleware:
 
     The answer goes out at the deadline; work already handed to a worker thread (a database transaction) runs to
     its end in the background, and whatever it answers then is discarded. A response already streaming out (a
-    bulk export file) is not cut.
+    bulk export file) is not cut. The deadline is a timer on the event loop, not a task per request.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
@@ -167,46 +173,63 @@ class TimeoutMiddleware:
         if scope["type"] != "http" or self.seconds <= 0:
             await self.app(scope, receive, send)
             return
-        started = timed_out = False
-        failure: BaseException | None = None
-        finished = anyio.Event()
+        deadline = _Deadline(send, self.seconds)
+        timer = asyncio.get_running_loop().call_later(self.seconds, deadline.expire)
+        try:
+            await self.app(scope, receive, deadline.send)
+        except asyncio.CancelledError:
+            if not deadline.cancelled_here():
+                raise
+        except Exception:
+            if deadline.answer is None:
+                raise
+            log.exception("a request failed after its 503 timeout answer had been sent")
+        finally:
+            timer.cancel()
+        if deadline.answer is not None:
+            await deadline.answer
 
-        async def send_guarded(message: Message) -> None:
-            nonlocal started
-            if timed_out:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
 
-        async def run_app() -> None:
-            nonlocal failure
-            try:
-                await self.app(scope, receive, send_guarded)
-            except Exception as exc:  # re-raised below, outside the task group, unwrapped
-                failure = exc
-            finally:
-                finished.set()
+class _Deadline:
+    """The timeout state of one request: whether its response started, and the 503 sent at the deadline."""
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(run_app)
-            with anyio.move_on_after(self.seconds):
-                await finished.wait()
-            if not finished.is_set():
-                if started:  # a response streaming out (a bulk export file) may take as long as it needs
-                    await finished.wait()
-                else:
-                    timed_out = True
-                    error = FhirError(
-                        "transient",
-                        f"The request did not finish within {self.seconds:g} s; try again later or narrow it.",
-                        headers={"Retry-After": "1"},
-                    )
-                    for message in _error_messages(error):
-                        await send(message)
-                    group.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+    __slots__ = ("_send", "answer", "seconds", "started", "task")
+
+    def __init__(self, send: Send, seconds: float) -> None:
+        self._send = send
+        self.seconds = seconds
+        self.started = False
+        self.task = asyncio.current_task()
+        self.answer: asyncio.Task[None] | None = None
+
+    async def send(self, message: Message) -> None:
+        if self.answer is not None:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    def expire(self) -> None:
+        """At the deadline: unless the response has begun, answer 503 and cancel the request's work."""
+        if self.started or self.task is None or self.task.done():
+            return
+        self.answer = asyncio.get_running_loop().create_task(self._answer())
+        self.task.cancel()
+
+    def cancelled_here(self) -> bool:
+        """Whether a cancellation is this deadline's own (then it is absorbed), not the server's."""
+        if self.answer is None or self.task is None:
+            return False
+        return self.task.uncancel() == 0
+
+    async def _answer(self) -> None:
+        error = FhirError(
+            "transient",
+            f"The request did not finish within {self.seconds:g} s; try again later or narrow it.",
+            headers={"Retry-After": "1"},
+        )
+        for message in _error_messages(error):
+            await self._send(message)
 
 
 API_HEADERS = {
@@ -271,9 +294,13 @@ def install_hardening(app: FastAPI, settings: Settings, *, inner: Callable[[], N
         )
 
 
-def rate_limits(settings: Settings) -> list[Any]:
-    """The application-wide dependencies enforcing ``HIE_RATE_LIMIT_PER_SECOND`` (none when it is 0)."""
+def rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The limiter of ``HIE_RATE_LIMIT_PER_SECOND`` (None when it is 0)."""
     if settings.rate_limit_per_second <= 0:
-        return []
-    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    return [Depends(rate_limit_dependency(limiter))]
+        return None
+    return RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+
+def rate_limits(limiter: RateLimiter | None) -> list[Any]:
+    """The application-wide dependencies enforcing the limiter (none without one)."""
+    return [] if limiter is None else [Depends(rate_limit_dependency(limiter))]

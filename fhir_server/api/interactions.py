@@ -26,7 +26,7 @@ from fhir_server.api.negotiation import (
 from fhir_server.api.shaping import select_elements, summarise
 from fhir_server.audit.collector import collector_of, note_bundle, note_resource, note_version
 from fhir_server.auth.endpoint import declare_security
-from fhir_server.auth.enforce import bundle_authorizer, check_in_scope
+from fhir_server.auth.enforce import bundle_authorizer, check_in_scope, check_version_in_scope
 from fhir_server.errors import FhirError, Issue, invalid, not_found, operation_outcome
 from fhir_server.repository import Version
 from fhir_server.search.values import date_range
@@ -80,11 +80,15 @@ def write_response(
 
 
 def resource_response(request: Request, version: Version) -> Response:
+    params = request.query_params
+    headers = {"ETag": version.etag, "Last-Modified": http_date(version.ts)}
+    if version.body is not None and not ({"_summary", "_elements"} & params.keys()) and "_pretty" not in params:
+        note_version(request, version)  # the stored JSON is the answer as it is: parsed only for the audit
+        return Response(version.body, headers=headers, media_type=FHIR_JSON)
     resource = version.resource()
     note_resource(request, resource)
     resource = summarise(resource, request.query_params.get("_summary"))
     resource = select_elements(resource, request.query_params.get("_elements"))
-    headers = {"ETag": version.etag, "Last-Modified": http_date(version.ts)}
     return Response(dump(resource, request), headers=headers, media_type=FHIR_JSON)
 
 
@@ -207,8 +211,9 @@ def router(ctx: Context) -> APIRouter:
         access = read_access(request)
 
         def read_version(conn):  # type: ignore[no-untyped-def]
-            check_in_scope(conn, service.matches, request, res_type, res_id, "r")
-            return service.vread(conn, res_type, res_id, int(version_id), access=access)
+            found = service.vread(conn, res_type, res_id, int(version_id), access=access)
+            check_version_in_scope(conn, service, request, found)  # the version answered, not the current one
+            return found
 
         found = await ctx.run(read_version, write=False)
         return resource_response(request, found)

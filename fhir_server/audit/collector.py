@@ -137,7 +137,13 @@ def note_resource(connection: HTTPConnection, resource: dict[str, Any]) -> None:
 def note_version(connection: HTTPConnection, version: Version) -> None:
     """A version the request wrote or answers with (its JSON is parsed only while auditing)."""
     collector = collector_of(connection)
-    if collector is not None and version.body is not None:
+    if collector is None or version.body is None:
+        return
+    if version.res_type == "Patient":  # a Patient concerns itself: no need to parse it
+        reference = f"Patient/{version.res_id}"
+        collector.resources[reference] = None
+        collector.patients[reference] = None
+    else:
         collector.resource(version.resource())
 
 
@@ -155,7 +161,7 @@ def note_search(
     shaped: Iterable[Version] | None = None,
 ) -> None:
     """A search: its parameters (a POST ``_search`` has them in the body) and the residents of its results,
-    taken from the stored ``versions`` when ``_summary``/``_elements`` shaped the answer."""
+    taken from the stored versions (``shaped``) when given: the answer then holds stored JSON or shaped views."""
     collector = collector_of(connection)
     if collector is None:
         return
@@ -164,5 +170,9 @@ def note_search(
         collector.bundle(bundle)
     else:
         for version in shaped:
-            if version.body is not None:
+            if version.body is None:
+                continue
+            if version.res_type == "Patient":  # a Patient concerns itself: no need to parse it
+                collector.patients[f"Patient/{version.res_id}"] = None
+            else:
                 collector.resource(version.resource(), entity=False)

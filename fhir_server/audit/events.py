@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from fhir_server.repository import instant
@@ -100,14 +101,46 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
     return coding
 
 
+_TYPE = _coding(EVENT_TYPE, "rest", "RESTful Operation")
+_SOURCE = {"observer": {"display": EXCHANGE}, "type": [_coding(SOURCE_TYPE, "4", "Application Server")]}
+_CLIENT_ROLE = {"coding": [_coding(DICOM, "110153", "Source Role ID")]}
+_PROVIDER_ROLE = {"coding": [_coding(ROLE_CLASS, "PROV", "healthcare provider")]}
+_USER_ROLE = {
+    "coding": [_coding("http://terminology.hl7.org/CodeSystem/extra-security-role-type", "humanuser", "human user")]
+}
+_DESTINATION = {
+    "type": {"coding": [_coding(DICOM, "110152", "Destination Role ID")]},
+    "who": {"display": EXCHANGE},
+    "requestor": False,
+}
+_BREAK_GLASS_LABEL = {"security": [_coding(ACT_CODE, "BTG", "break the glass")]}
+_SYSTEM_OBJECT = _coding(ENTITY_TYPE, "2", "System Object")
+_PERSON = _coding(ENTITY_TYPE, "1", "Person")
+_DOMAIN_RESOURCE = _coding(OBJECT_ROLE, "4", "Domain Resource")
+_PATIENT_ROLE = _coding(OBJECT_ROLE, "1", "Patient")
+_QUERY_ROLE = _coding(OBJECT_ROLE, "24", "Query")
+_ERASED = _coding(LIFECYCLE, "14", "Permanent erasure / Physical destruction")
+"""Parts every event shares, built once: events are only serialised, never changed in place."""
+
+
+@cache
+def _interaction(code: str) -> dict[str, str]:
+    return _coding(INTERACTION, code, code)
+
+
+@cache
+def _purpose(code: str) -> list[dict[str, Any]]:
+    return [{"coding": [_coding(PURPOSE, code)]}]
+
+
 def audit_event(access: Access) -> dict[str, Any]:
     """The AuditEvent resource (R4B) of one access; ``id`` is set when it takes its place in the chain."""
-    subtype = [_coding(INTERACTION, access.interaction, access.interaction)]
+    subtype = [_interaction(access.interaction)]
     if access.operation:
         subtype.append({"code": access.operation, "display": f"{access.method} {access.path}"})
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "type": _coding(EVENT_TYPE, "rest", "RESTful Operation"),
+        "type": _TYPE,
         "subtype": subtype,
         "action": access.effective_action,
         "recorded": instant(access.recorded),
@@ -116,15 +149,12 @@ def audit_event(access: Access) -> dict[str, Any]:
     }
     purpose = "ETREAT" if access.break_glass_reason else access.purpose_of_use
     if purpose:
-        event["purposeOfUse"] = [{"coding": [_coding(PURPOSE, purpose)]}]
+        event["purposeOfUse"] = _purpose(purpose)
     if access.break_glass_reason:
-        event["meta"] = {"security": [_coding(ACT_CODE, "BTG", "break the glass")]}
+        event["meta"] = _BREAK_GLASS_LABEL
         event["extension"] = [{"url": BREAK_GLASS_EXTENSION, "valueString": access.break_glass_reason}]
     event["agent"] = _agents(access, purpose)
-    event["source"] = {
-        "observer": {"display": EXCHANGE},
-        "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
-    }
+    event["source"] = _SOURCE
     entities = _entities(access)
     if entities:
         event["entity"] = entities
@@ -133,43 +163,27 @@ def audit_event(access: Access) -> dict[str, Any]:
 
 def _agents(access: Access, purpose: str | None) -> list[dict[str, Any]]:
     client: dict[str, Any] = {
-        "type": {"coding": [_coding(DICOM, "110153", "Source Role ID")]},
+        "type": _CLIENT_ROLE,
         "who": {"identifier": {"system": CLIENT_SYSTEM, "value": access.client_id or "anonymous"}},
         "requestor": True,
     }
     if access.remote_address:
         client["network"] = {"address": access.remote_address, "type": "2"}
     if purpose:
-        client["purposeOfUse"] = [{"coding": [_coding(PURPOSE, purpose)]}]
+        client["purposeOfUse"] = _purpose(purpose)
     agents = [client]
     if access.organization:
-        agents.append(
-            {
-                "type": {"coding": [_coding(ROLE_CLASS, "PROV", "healthcare provider")]},
-                "who": {"reference": access.organization},
-                "requestor": False,
-            }
-        )
+        agents.append({"type": _PROVIDER_ROLE, "who": {"reference": access.organization}, "requestor": False})
     if access.user:
         agents.append(
             {
-                "type": {"coding": [_user_role()]},
+                "type": _USER_ROLE,
                 "who": {"identifier": {"system": USER_SYSTEM, "value": access.user}},
                 "requestor": True,
             }
         )
-    agents.append(
-        {
-            "type": {"coding": [_coding(DICOM, "110152", "Destination Role ID")]},
-            "who": {"display": EXCHANGE},
-            "requestor": False,
-        }
-    )
+    agents.append(_DESTINATION)
     return agents
-
-
-def _user_role() -> dict[str, str]:
-    return _coding("http://terminology.hl7.org/CodeSystem/extra-security-role-type", "humanuser", "human user")
 
 
 def _entities(access: Access) -> list[dict[str, Any]]:
@@ -178,27 +192,17 @@ def _entities(access: Access) -> list[dict[str, Any]]:
     for reference in access.resources:
         if reference in patients and not access.erased:
             continue
-        entity: dict[str, Any] = {
-            "what": {"reference": reference},
-            "type": _coding(ENTITY_TYPE, "2", "System Object"),
-            "role": _coding(OBJECT_ROLE, "4", "Domain Resource"),
-        }
+        entity: dict[str, Any] = {"what": {"reference": reference}, "type": _SYSTEM_OBJECT, "role": _DOMAIN_RESOURCE}
         if access.erased:
-            entity["lifecycle"] = _coding(LIFECYCLE, "14", "Permanent erasure / Physical destruction")
+            entity["lifecycle"] = _ERASED
         entities.append(entity)
     for patient in access.patients:
-        entities.append(
-            {
-                "what": {"reference": patient},
-                "type": _coding(ENTITY_TYPE, "1", "Person"),
-                "role": _coding(OBJECT_ROLE, "1", "Patient"),
-            }
-        )
+        entities.append({"what": {"reference": patient}, "type": _PERSON, "role": _PATIENT_ROLE})
     if access.query is not None:
         entities.append(
             {
-                "type": _coding(ENTITY_TYPE, "2", "System Object"),
-                "role": _coding(OBJECT_ROLE, "24", "Query"),
+                "type": _SYSTEM_OBJECT,
+                "role": _QUERY_ROLE,
                 "query": base64.b64encode(access.query.encode()).decode(),
             }
         )

@@ -1,9 +1,11 @@
 """The audit trail of one process: requests queue what they did; a background thread appends it in batches.
 
-A request only appends an ``Access`` to an in-memory queue after its response; the AuditEvent is built, hashed
-and written by a writer thread (every ``interval`` seconds, or sooner when a batch is full), in one transaction
-per batch. ``flush`` writes everything queued before it returns; ``stop`` (the application's shutdown) flushes.
-A batch that cannot be written stays queued and is retried; nothing is dropped while the process lives.
+A request only appends an ``Access`` to an in-memory queue after its response (and, with a spool, one line to
+the spool file: ``fhir_server.audit.spool``); the AuditEvent is built, hashed and written by a writer thread
+(every ``interval`` seconds, or sooner when ``batch_size`` events wait), in one transaction per flush.
+``flush`` writes everything queued before it returns; ``stop`` (the application's shutdown) flushes. A batch
+that cannot be written stays queued and is retried; nothing is dropped while the process lives, and with a
+spool nothing queued is lost when it is killed: ``recover`` (at start-up) writes what a dead process left.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from fhir_server.audit.chain import Entry, append
 from fhir_server.audit.events import Access, audit_event
+from fhir_server.audit.spool import Spool, forget, mark_written, replay
 from fhir_server.storage.engine import unit_of_work
 
 log = logging.getLogger("hie.audit")
@@ -30,23 +34,39 @@ MAX_BACKOFF_SECONDS = 60.0
 class AuditTrail:
     """Queue and writer of the audit events of one process."""
 
-    def __init__(self, engine: Engine, *, enabled: bool = True, batch_size: int = 500, interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        enabled: bool = True,
+        batch_size: int = 500,
+        interval: float = 0.2,
+        spool_dir: Path | None = None,
+    ) -> None:
         self.engine = engine
         self.enabled = enabled
         self.batch_size = batch_size
         self.interval = interval
+        self.spool = Spool(spool_dir) if enabled and spool_dir is not None else None
         self._queue: deque[Access] = deque()
+        self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._sealed = 0
+        """The last spool segment ended; its events and those of every segment before it are written or queued."""
+        self._discarded = 0
 
     def record(self, access: Access) -> None:
         """Queue one request's access (cheap: no database work on the request path)."""
         if not self.enabled:
             return
-        self._queue.append(access)
+        with self._queue_lock:  # the spool segment and the queue hold the same events
+            if self.spool is not None:
+                self.spool.append(access)
+            self._queue.append(access)
         if self._thread is None:
             self._start()
         if len(self._queue) >= self.batch_size:
@@ -59,17 +79,34 @@ class AuditTrail:
         """Write every queued event now; how many were written."""
         written = 0
         with self._write_lock:
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            while True:
+                with self._queue_lock:
+                    ended, descriptor = self.spool.rotate() if self.spool is not None else (0, None)
+                    batch = list(self._queue)
+                    self._queue.clear()
+                self._sealed = max(self._sealed, ended)  # the batch holds every event of the segments up to it
+                if not batch:
+                    return written
                 try:
-                    entries = [Entry(access.recorded, audit_event(access)) for access in batch]
+                    Spool.seal(descriptor)  # outside the lock: requests queue on while the file is synced
                     with unit_of_work(self.engine) as conn:
-                        append(conn, entries)
+                        write_events(conn, batch)
+                        if self._sealed > self._discarded:
+                            mark_written(conn, self.spool.name, self._sealed)  # type: ignore[union-attr]
                 except BaseException:
-                    self._queue.extendleft(reversed(batch))
+                    with self._queue_lock:
+                        self._queue.extendleft(reversed(batch))
                     raise
+                if self._sealed > self._discarded:
+                    self.spool.discard(self._discarded + 1, self._sealed)  # type: ignore[union-attr]
+                    self._discarded = self._sealed
                 written += len(batch)
-        return written
+
+    def recover(self) -> int:
+        """Write the events that processes killed before their flush left in the spool; how many."""
+        if self.spool is None:
+            return 0
+        return replay(self.engine, self.spool.directory, write_events, own=self.spool.name)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the writer thread and write what is left (the application's shutdown)."""
@@ -82,6 +119,9 @@ class AuditTrail:
             self.flush()
         except Exception:
             log.exception("%d audit events could not be written at shutdown", self.pending())
+        else:
+            if self.spool is not None and self.spool.close():
+                forget(self.engine, self.spool.name)
         self._stop.clear()
 
     def _start(self) -> None:
@@ -107,10 +147,15 @@ class AuditTrail:
 
 
 def with_trail(trail: AuditTrail, lifespan: Callable[[Any], AbstractAsyncContextManager[None]]) -> Lifespan:
-    """The application's ``lifespan`` extended to write the queued audit events at shutdown."""
+    """The application's ``lifespan`` extended to replay abandoned spools at start-up and to write the queued
+    audit events at shutdown."""
 
     @asynccontextmanager
     async def run(app: Any) -> AsyncIterator[None]:
+        try:
+            trail.recover()
+        except Exception:  # the server still starts; the spool stays for the next start
+            log.exception("the audit spool of a previous process could not be replayed")
         async with lifespan(app):
             try:
                 yield
@@ -118,3 +163,8 @@ def with_trail(trail: AuditTrail, lifespan: Callable[[Any], AbstractAsyncContext
                 trail.stop()
 
     return run
+
+
+def write_events(conn: Connection, accesses: list[Access]) -> None:
+    """Build the AuditEvents of ``accesses`` and append them to the chain, in order."""
+    append(conn, [Entry(access.recorded, audit_event(access)) for access in accesses])
