@@ -8,6 +8,8 @@ import typer
 import uvicorn
 
 from adapters.hl7v2.cli import hl7_app, mllp
+from ehr_archive.mpi.cli import mpi_app
+from fhir_server.access.inprocess import audit_command
 from fhir_server.api.hardening import install_log_masking
 from fhir_server.audit.cli import audit_app
 from fhir_server.auth.cli import auth_app
@@ -22,6 +24,7 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(hl7_app, name="hl7")
 app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
+app.add_typer(mpi_app, name="mpi")
 app.command("mllp")(mllp)
 app.command("import")(import_command)
 
@@ -142,6 +145,7 @@ def _safe_url(url: str) -> str:
 
 
 @app.callback()
-def _configure_logging() -> None:
+def _configure_logging(ctx: typer.Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_masking()
+    audit_command(ctx)  # what the command writes is recorded in the audit trail, as the CLI

@@ -41,6 +41,7 @@ from adapters.hl7v2.store import (
     record_dead,
 )
 from adapters.hl7v2.to_fhir import map_message
+from fhir_server.access.inprocess import HL7V2_AGENT, audited_work, current_work
 from fhir_server.errors import FhirError
 from fhir_server.service import FhirService
 from fhir_server.storage.engine import unit_of_work
@@ -55,6 +56,8 @@ _CHINA = timezone(timedelta(hours=8))
 _ATTEMPTS = 3
 _MAX_ISSUES = 5
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
+_AUDIT_STATUS = {"AA": 200, "AE": 422, "AR": 500}
+"""The acknowledgment code (table 0008) as the status the audit trail records (outcome 0, 4 or 8)."""
 # FHIR issue codes whose cause has a table 0357 code of its own; everything else is 207.
 _ERROR_CODES = {"multiple-matches": DUPLICATE_KEY_IDENTIFIER, "not-found": UNKNOWN_KEY_IDENTIFIER}
 
@@ -109,10 +112,41 @@ def _apply(
     *,
     dead_letter_id: int | None,
 ) -> ApplyOutcome:
+    """Apply and answer one message, recorded in the audit trail as the HL7 v2 adapter's work (one AuditEvent)."""
+    path = "message" if dead_letter_id is None else f"dead letter {dead_letter_id}"
+    with audited_work(
+        HL7V2_AGENT, interaction="transaction", method="HL7", path=path, engine=engine, always=True
+    ) as work:
+        outcome = _apply_and_answer(engine, service, raw, systems, dead_letter_id=dead_letter_id)
+        work.status = _AUDIT_STATUS.get(outcome.ack_code, 500)
+        return outcome
+
+
+def _audit_sender(message: Hl7Message, systems: IdentifierSystems | None) -> None:
+    """Name the message (MSH-9, MSH-10) and its sending facility (MSH-4, else MSH-3) in its audit event."""
+    work = current_work()
+    if work is None:
+        return
+    header = message.header
+    work.path = f"{header.message_code} {header.control_id} ({work.path})"
+    facility = message.msh.first(4) or message.msh.first(3)
+    facility_id = (systems or IdentifierSystems()).facility_id(facility) if facility else None
+    work.organization = f"Organization/{facility_id}" if facility_id else None
+
+
+def _apply_and_answer(
+    engine: Engine,
+    service: FhirService,
+    raw: bytes,
+    systems: IdentifierSystems | None,
+    *,
+    dead_letter_id: int | None,
+) -> ApplyOutcome:
     key = MessageKey.for_header(None, hashlib.sha256(raw).hexdigest())
     message: Hl7Message | None = None
     try:
         message = parse_message(raw)
+        _audit_sender(message, systems)
         key = MessageKey.for_header(message.header, _message_digest(message))
         bundle = map_message(message, systems=systems)
     except Hl7v2Error as error:

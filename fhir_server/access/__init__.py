@@ -4,14 +4,16 @@ Public surface for the rest of the server; docs/SECURITY.md ("Institutions and c
 """
 
 from fhir_server.access.breakglass import ordinary_access, read_access
-from fhir_server.access.caller import BindCaller, acting_as, acting_principal, principal_of
+from fhir_server.access.caller import BindCaller, acting_as, acting_principal, principal_of, refuse_resident_app
 from fhir_server.access.filters import UNRESTRICTED, Access, Restriction, check_readable
 from fhir_server.access.grants import refresh_consent_grants
+from fhir_server.access.inprocess import note_in_process_writes
 from fhir_server.access.stamping import collect_writes, recorded_writes, stamp_write
 from fhir_server.access.writes import guard_write
 
-WRITE_HOOKS = (refresh_consent_grants, collect_writes)
-"""Repository write hooks every FHIR service runs: consent rules kept in step, writes collected for Provenance."""
+WRITE_HOOKS = (refresh_consent_grants, collect_writes, note_in_process_writes)
+"""Repository write hooks every FHIR service runs: consent rules kept in step, writes collected for Provenance
+and for the audit of in-process work."""
 
 __all__ = [
     "UNRESTRICTED",
@@ -27,5 +29,6 @@ __all__ = [
     "principal_of",
     "read_access",
     "recorded_writes",
+    "refuse_resident_app",
     "stamp_write",
 ]

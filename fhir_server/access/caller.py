@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.auth.principal import SYSTEM, Principal
+from fhir_server.errors import FhirError
 
 _STATE: ContextVar[dict[str, Any] | None] = ContextVar("hie_request_state", default=None)
 _ACTING: ContextVar[Principal | None] = ContextVar("hie_acting_principal", default=None)
@@ -46,6 +47,15 @@ def acting_as(principal: Principal) -> Iterator[None]:
         yield
     finally:
         _ACTING.reset(token)
+
+
+def refuse_resident_app(principal: Principal, operation: str) -> None:
+    """403 for a resident's app calling an operation that looks across every resident's records (``$match``)."""
+    if principal.patient is not None and not principal.unrestricted:
+        raise FhirError(
+            "forbidden",
+            f"{operation} looks up every resident's records: a resident's app reads its own resident's record only.",
+        )
 
 
 class BindCaller:

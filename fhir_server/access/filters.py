@@ -2,11 +2,12 @@
 
 An institution reads what it owns (``resources.owner_org``). It reads another owner's resource when the
 resource is about no resident, or when every resident it is about (R4B Patient CompartmentDefinition, through
-the reference index; a Patient is about itself only) has consent rules (``consent_grants``) permitting this read
-now, as :func:`fhir_server.access.consent.permits` decides: an applicable permit with no applicable deny at
-the same or a deeper level. Deleted resources and their history are their owner's only. A resident's own app
-(``Principal.patient``) reads that resident's record. Provenance and AuditEvent about no resident are their
-owner's only.
+the reference index; a Patient is about itself) has consent rules (``consent_grants``, recorded on any record
+the master patient index links to the same person) permitting this read now, as
+:func:`fhir_server.access.consent.permits` decides: an applicable permit with no applicable deny at the same or a
+deeper level. Deleted resources and their history are their owner's only. A resident's own app
+(``Principal.patient``) reads that resident's record and, outside the Patient compartment, the types open to
+residents. Provenance and AuditEvent about no resident are their owner's only.
 """
 
 from __future__ import annotations
@@ -15,9 +16,25 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 
-from sqlalchemy import BigInteger, Boolean, Connection, String, and_, bindparam, exists, false, literal, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    String,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, literal_column
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -29,7 +46,7 @@ from fhir_server.auth.principal import Principal
 from fhir_server.errors import not_found
 from fhir_server.search.predicates import table_alias
 from fhir_server.search.query import Restriction
-from fhir_server.storage.tables import consent_grants, reference_index, resources, token_index
+from fhir_server.storage.tables import consent_grants, mpi_records, reference_index, resources, token_index
 
 _ALIAS_BASE = 9000
 OWNER_ONLY = frozenset({"Provenance", "AuditEvent"})
@@ -48,6 +65,8 @@ class Access:
     restricted: bool = True
     break_glass: bool = False
     """An emergency read: the consent rules are set aside (scopes still apply)."""
+    client: str | None = None
+    """The client reading (not part of the SQL: it names who a background job works for)."""
 
     @classmethod
     def of(cls, principal: Principal, *, break_glass: bool = False) -> Access:
@@ -58,13 +77,14 @@ class Access:
             purpose=principal.purpose_of_use,
             restricted=not principal.unrestricted,
             break_glass=break_glass,
+            client=principal.client_id,
         )
 
     def to_json(self) -> str | None:
         """What a background job needs to apply the same rules later (None: unrestricted)."""
         if not self.restricted:
             return None
-        return json.dumps({"org": self.org, "patient": self.patient, "purpose": self.purpose})
+        return json.dumps({"org": self.org, "patient": self.patient, "purpose": self.purpose, "client": self.client})
 
     @classmethod
     def from_json(cls, text: str | None) -> Access:
@@ -72,7 +92,7 @@ class Access:
         if text is None:
             return UNRESTRICTED
         saved = json.loads(text)
-        return cls(org=saved["org"], patient=saved["patient"], purpose=saved["purpose"])
+        return cls(org=saved["org"], patient=saved["patient"], purpose=saved["purpose"], client=saved.get("client"))
 
     @property
     def restriction(self) -> Restriction | None:
@@ -198,6 +218,8 @@ class _Condition:
             shared.append(itself if type_name == "Patient" else or_(r.res_type != "Patient", itself))
         if type_name is None or type_name in OWNER_ONLY:
             shared.append(self._about_a_resident(table))
+        if self.org is None and self.patient is not None:
+            shared.append(_open_to_residents(table, type_name))
         alternatives = [and_(*shared)]
         if self.org is not None:
             alternatives.insert(0, r.owner_org == self.org)
@@ -206,34 +228,53 @@ class _Condition:
         return or_(*alternatives)
 
     def _permitted(self, patient_id: Any, res_pk: Any, res_type: Any) -> ColumnElement[bool]:
+        """A permit of the resident's consent applies and no deny at the same or a deeper level overrides it.
+
+        The resident's rules are those recorded on any of their records (:meth:`_records_of`), each looked up by
+        an index probe on ``consent_grants (patient_id, effect)``.
+        """
         if self.org is None:  # consent shares with institutions; a client of none gets nothing by it
             return false()
-        permit = table_alias(consent_grants, next(self.aliases))
-        deny = table_alias(consent_grants, next(self.aliases))
+        permit, permits, permit_ids = self._rules_of(patient_id)
+        deny, denies, deny_ids = self._rules_of(patient_id)
         overriding = (
             exists()
-            .where(
-                deny.c.effect == "deny",
-                deny.c.depth >= permit.c.depth,
-                *self._applies(deny, patient_id, res_pk, res_type),
-            )
-            .correlate_except(deny)
+            .select_from(denies)
+            .where(deny.c.effect == "deny", deny.c.depth >= permit.c.depth, *self._applies(deny, res_pk, res_type))
+            .correlate_except(deny, deny_ids)
         )
         return (
             exists()
-            .where(
-                permit.c.effect == "permit",
-                *self._applies(permit, patient_id, res_pk, res_type),
-                ~overriding,
-            )
-            .correlate_except(permit)
+            .select_from(permits)
+            .where(permit.c.effect == "permit", *self._applies(permit, res_pk, res_type), ~overriding)
+            .correlate_except(permit, permit_ids)
         )
 
-    def _applies(self, grant: Any, patient_id: Any, res_pk: Any, res_type: Any) -> list[ColumnElement[bool]]:
-        """Every criterion a rule states matches this read (the SQL of :func:`consent.applies`)."""
+    def _rules_of(self, patient_id: Any) -> tuple[Any, Any, Any]:
+        """A ``consent_grants`` alias joined to the resident's record ids: (the alias, the join, the ids)."""
+        ids = self._records_of(patient_id)
+        grant = table_alias(consent_grants, next(self.aliases))
+        return grant, ids.join(grant, grant.c.patient_id == ids.c.id), ids
+
+    def _records_of(self, patient_id: Any) -> Any:
+        """Every record of the resident ``patient_id`` is, as the master patient index links them now
+        (``mpi_records``, docs/MPI.md): itself, its golden and the golden's records (a golden: itself and its
+        records). A Patient the index does not know is only itself."""
+        outer = patient_id.table
+        mine = table_alias(mpi_records, next(self.aliases))
+        same = table_alias(mpi_records, next(self.aliases))
+        golden = select(mine.c.golden_id).where(mine.c.source_id == patient_id).correlate_except(mine)
+        person = func.coalesce(golden.scalar_subquery(), patient_id)
+        return union_all(
+            select(patient_id.label("id")).correlate(outer),
+            select(person.label("id")).correlate(outer),
+            select(same.c.source_id.label("id")).where(same.c.golden_id == person).correlate(outer),
+        ).subquery(f"records_{next(self.aliases)}")
+
+    def _applies(self, grant: Any, res_pk: Any, res_type: Any) -> list[ColumnElement[bool]]:
+        """Every criterion a rule states, but the resident, matches this read (the SQL of :func:`consent.applies`)."""
         g = grant.c
         return [
-            g.patient_id == patient_id,
             or_(g.org.is_(None), g.org == self.org),
             or_(g.res_type.is_(None), g.res_type == res_type),
             or_(g.purpose.is_(None), g.purpose == self.purpose) if self.purpose is not None else g.purpose.is_(None),
@@ -260,6 +301,8 @@ class _Condition:
         link = table_alias(reference_index, next(self.aliases))
         member = _member(link, self.type_name)
         alternatives = []
+        if self.type_name is None or _guarded(self.type_name):
+            alternatives.append(self._only_about_own_resident(table))
         if member is not None:
             alternatives.append(
                 exists()
@@ -275,12 +318,70 @@ class _Condition:
             alternatives.append(and_(r.res_type == "Patient", r.res_id == self.patient))
         return and_(r.deleted.is_(False), or_(*alternatives)) if alternatives else false()
 
+    def _only_about_own_resident(self, table: Any) -> ColumnElement[bool]:
+        """A resource of a :func:`_guarded` type that references the app's resident and no other (a Task for them)."""
+        r = table.c
+        own = table_alias(reference_index, next(self.aliases))
+        other = table_alias(reference_index, next(self.aliases))
+        references = exists().where(
+            own.c.res_pk == r.res_pk, own.c.target_type == "Patient", own.c.target_id == self.patient
+        )
+        strangers = exists().where(
+            other.c.res_pk == r.res_pk, other.c.target_type == "Patient", other.c.target_id != self.patient
+        )
+        condition = and_(references.correlate_except(own), ~strangers.correlate_except(other))
+        return condition if self.type_name is not None else and_(r.res_type.not_in(_open_types()), condition)
+
+
+SHARED_WITH_RESIDENTS = frozenset(
+    {
+        # directories of the region's care providers
+        "Organization", "OrganizationAffiliation", "Practitioner", "PractitionerRole", "Location",
+        "HealthcareService", "Endpoint", "InsurancePlan", "Slot",
+        # medicines and products
+        "Medication", "MedicationKnowledge", "Substance", "SubstanceDefinition", "MedicinalProductDefinition",
+        "PackagedProductDefinition", "AdministrableProductDefinition", "ManufacturedItemDefinition", "Ingredient",
+        "ClinicalUseDefinition", "RegulatedAuthorization", "NutritionProduct", "DeviceDefinition",
+        # terminology and conformance
+        "CodeSystem", "ValueSet", "ConceptMap", "NamingSystem", "TerminologyCapabilities", "CapabilityStatement",
+        "StructureDefinition", "StructureMap", "ImplementationGuide", "SearchParameter", "OperationDefinition",
+        "CompartmentDefinition", "GraphDefinition", "ExampleScenario", "MessageDefinition", "SubscriptionTopic",
+        # knowledge and definitions
+        "ActivityDefinition", "PlanDefinition", "Questionnaire", "Measure", "Library", "ObservationDefinition",
+        "SpecimenDefinition", "EventDefinition", "ChargeItemDefinition", "Evidence", "EvidenceReport",
+        "EvidenceVariable", "Citation", "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy",
+        "CatalogEntry", "TestScript",
+    }
+)  # fmt: skip
+"""Types outside the Patient compartment a resident's app reads whoever wrote them: directories, products,
+terminology, definitions. Other such types can hold a resident's data without being in the compartment
+(Task, Device, Bundle, Binary, Contract, Subscription, MessageHeader …): an app reads those only when they
+reference its resident and no other."""
+
+
+def _guarded(type_name: str) -> bool:
+    """Outside the Patient compartment and not open to residents' apps."""
+    return type_name not in SHARED_WITH_RESIDENTS and not definitions.compartment("Patient").get(type_name)
+
+
+@lru_cache(maxsize=1)
+def _open_types() -> list[str]:
+    """Types a resident's app reads as any caller does: the Patient compartment's and :data:`SHARED_WITH_RESIDENTS`."""
+    return sorted(t for t in definitions.resource_types() if not _guarded(t))
+
+
+def _open_to_residents(table: Any, type_name: str | None) -> ColumnElement[bool]:
+    """For a resident's app, resources of other owners outside its record: only of the open types."""
+    if type_name is not None:
+        return true() if not _guarded(type_name) else false()
+    return table.c.res_type.in_(_open_types())
+
 
 def _member(link: Any, type_name: str | None) -> ColumnElement[bool] | None:
     """The reference rows that make a resource of this type a member of a Patient compartment.
 
-    A Patient is about itself only: ``Patient.link`` joins records of the same person (master patient index),
-    each judged by its own consent.
+    A Patient is about itself (its ``link`` to a golden is not membership); the consent of the records linked to
+    the same golden is found by :meth:`_Condition._records_of`.
     """
     members = {t: params for t, params in definitions.compartment("Patient").items() if t != "Patient" and params}
     if type_name is not None:

@@ -64,7 +64,7 @@ def recorded_writes(conn: Connection, repository: Repository) -> Iterator[None]:
     token = _LOG.set(log)
     try:
         yield
-        written = _still_stored(conn, log.versions)
+        written = still_stored(conn, log.versions)
         if written:
             log.closing = True
             repository.create(conn, provenance(principal, written, instant(max(v.ts for v in written))))
@@ -106,7 +106,7 @@ def _operation(version: Version) -> str:
     return "CREATE" if version.version == 1 or version.method == "POST" else "UPDATE"
 
 
-def _still_stored(conn: Connection, versions: list[Version]) -> list[Version]:
+def still_stored(conn: Connection, versions: list[Version]) -> list[Version]:
     """The versions still stored: a batch entry rolled back to its savepoint took its writes with it."""
     if not versions:
         return []

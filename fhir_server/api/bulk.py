@@ -3,18 +3,23 @@
 ``GET|POST [base]/$export``, ``[base]/Patient/$export`` and ``[base]/Group/[id]/$export`` answer 202 with a
 ``Content-Location`` status URL; polling it answers 202 with ``X-Progress`` until the manifest is ready (200);
 ``DELETE`` on it cancels the job. Registered before the generic interaction routes.
+
+Status, files and cancellation belong to the client that kicked the export off (and the exchange's own clients):
+anyone else gets the 404 of an unknown job, so a job id never tells that the job exists
+(:func:`~fhir_server.access.jobs.may_follow_job`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
-from fhir_server.access import ordinary_access
+from fhir_server.access import ordinary_access, principal_of
+from fhir_server.access.jobs import may_follow_job
 from fhir_server.api.negotiation import FHIR_JSON, check_accept, check_content_type, dump, http_date, read_body
 from fhir_server.auth.enforce import require_read
 from fhir_server.bulk import export
@@ -66,6 +71,11 @@ def _outcome(status: int, code: str, message: str, headers: dict[str, str] | Non
     return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
+def _followed(request: Request, row: Any) -> Any:
+    """The job row, or None when there is none or it is not the caller's to follow (answered like a missing one)."""
+    return row if row is not None and may_follow_job(principal_of(request), row.requester) else None
+
+
 def router(ctx: Context, background: Background | None = None) -> APIRouter:
     api = APIRouter(prefix="/fhir")
     service = ctx.service
@@ -110,6 +120,7 @@ def router(ctx: Context, background: Background | None = None) -> APIRouter:
     @api.get("/$export-status/{job_id}")
     async def export_status(request: Request, job_id: str) -> Response:
         row, recorded = await ctx.run(lambda conn: (export.job(conn, job_id), export.files(conn, job_id)), write=False)
+        row = _followed(request, row)
         if row is None or row.status in ("cancelled", "expired"):
             state = "is not known" if row is None else f"was {row.status}"
             return _outcome(404, "not-found", f"Export {job_id} {state}.")
@@ -128,8 +139,11 @@ def router(ctx: Context, background: Background | None = None) -> APIRouter:
         return Response(dump(body, request), 200, headers, media_type="application/json")
 
     @api.delete("/$export-status/{job_id}")
-    async def export_cancel(job_id: str) -> Response:
-        cancelled = await ctx.run(lambda conn: export.cancel(conn, settings, job_id))
+    async def export_cancel(request: Request, job_id: str) -> Response:
+        def work(conn: Connection) -> bool:
+            return _followed(request, export.job(conn, job_id)) is not None and export.cancel(conn, settings, job_id)
+
+        cancelled = await ctx.run(work)
         if not cancelled:
             return _outcome(404, "not-found", f"Export {job_id} is not known, already over or cancelled.")
         message = f"Export {job_id} cancelled; its files are deleted."
@@ -137,8 +151,9 @@ def router(ctx: Context, background: Background | None = None) -> APIRouter:
         return Response(orjson.dumps(body), 202, media_type=FHIR_JSON)
 
     @api.get("/$export-file/{job_id}/{name}")
-    async def export_file(job_id: str, name: str) -> Response:
+    async def export_file(request: Request, job_id: str, name: str) -> Response:
         row, recorded = await ctx.run(lambda conn: (export.job(conn, job_id), export.files(conn, job_id)), write=False)
+        row = _followed(request, row)
         found = next((f for f in recorded if f.name == name), None)
         expired = row is not None and row.expires_at is not None and row.expires_at < time.time_ns() // 1000
         if row is None or row.status != "complete" or found is None or expired:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from sqlalchemy import Engine
 
+from fhir_server.access.inprocess import note_command
 from fhir_server.auth.authority import Authority
 from fhir_server.auth.clients import Client, RegistryError, find_clients, get_client, register_client, set_active
 from fhir_server.auth.scopes import ScopeError, granted_scopes, split_scopes
@@ -84,10 +85,11 @@ def client_create(
 ) -> None:
     """Register a client; prints its client_id and, when no key is given, its secret (shown only this once)."""
     settings = load_settings()
+    engine = _engine(settings)
     try:
         key_set = json.loads(jwks.read_text()) if jwks else None
         client, secret = create_client(
-            _engine(settings),
+            engine,
             name=name,
             scopes=scope,
             organization=organization,
@@ -99,6 +101,7 @@ def client_create(
     except (RegistryError, json.JSONDecodeError, OSError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    note_command(engine, "client create", f"client={client.client_id} organization={client.organization or '-'}")
     typer.echo(f"client_id: {client.client_id}")
     if secret:
         typer.echo(f"client_secret: {secret}")
@@ -125,11 +128,13 @@ def client_list() -> None:
 @client_app.command("deactivate")
 def client_deactivate(client_id: str = typer.Argument(..., help="The client to refuse from now on.")) -> None:
     """Deactivate a client: its tokens stop working within the client cache time."""
-    with unit_of_work(_engine(load_settings())) as conn:
+    engine = _engine(load_settings())
+    with unit_of_work(engine) as conn:
         found = set_active(conn, client_id, False)
     if not found:
         typer.echo(f"error: client '{client_id}' is not registered", err=True)
         raise typer.Exit(2)
+    note_command(engine, "client deactivate", f"client={client_id}")
     typer.echo(f"Client {client_id} deactivated.")
 
 
@@ -141,11 +146,13 @@ def token(
 ) -> None:
     """Print an access token for a registered client, for scripts (run where the database is)."""
     settings = load_settings()
+    engine = _engine(settings)
     try:
-        access_token, _ = issue_token(_engine(settings), settings, client, scope, lifetime=lifetime)
+        access_token, granted = issue_token(engine, settings, client, scope, lifetime=lifetime)
     except RegistryError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    note_command(engine, "token", f"client={client} scope={' '.join(granted)}")
     typer.echo(access_token)
 
 

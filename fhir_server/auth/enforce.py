@@ -7,12 +7,13 @@ interactions a constrained scope may cover, the constraints under ``request.stat
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection, and_
+from sqlalchemy import Connection, and_, insert, select
 from sqlalchemy.sql import ColumnElement
 from starlette.requests import HTTPConnection
 
@@ -21,9 +22,13 @@ from fhir_server.auth.policy import Need, forbidden, needs_of
 from fhir_server.auth.principal import SYSTEM, Principal
 from fhir_server.auth.scopes import Constraint, Grants, grants_for
 from fhir_server.errors import FhirError
+from fhir_server.repository import Version
+from fhir_server.search.index import index_rows
 from fhir_server.search.parameters import Registry
-from fhir_server.search.query import Restriction
+from fhir_server.search.query import Restriction, find
 from fhir_server.search.request import Clause, parse_request
+from fhir_server.storage.engine import unit_of_work
+from fhir_server.storage.tables import INDEX_TABLES, resources
 
 CONSTRAINTS = "scope_constraints"
 
@@ -156,6 +161,64 @@ def check_in_scope(
     raise FhirError("forbidden", f"{res_type}/{res_id} is outside the token's constrained scope ({allowed}).")
 
 
+def check_version_in_scope(conn: Connection, service: Any, connection: HTTPConnection, found: Version) -> None:
+    """403 unless the version a vread returns matches the constraint of the scope the request was let in by.
+
+    The search index holds current versions only: the current version is checked as a read is; an older one is
+    matched on a shadow copy (its index rows under a fresh id, inside a savepoint that is rolled back), so the
+    constraint is judged on what is answered. A deleted version answers no content (410) and is not checked.
+    ``service`` is the ``FhirService``.
+    """
+    state = connection.scope.get("state") or {}
+    alternatives = state.get(CONSTRAINTS, {}).get((found.res_type, "r"))
+    if not alternatives or found.deleted:
+        return
+    r = resources.c
+    current = conn.execute(select(r.version, r.deleted).where(r.res_pk == found.res_pk)).first()
+    if current is not None and current.version == found.version and not current.deleted:
+        check_in_scope(conn, service.matches, connection, found.res_type, found.res_id, "r")
+        return
+    if not _version_matches(conn, service.registry, found, alternatives):
+        allowed = " or ".join(f"{found.res_type}?{urlencode(c)}" for c in alternatives)
+        raise FhirError(
+            "forbidden",
+            f"{found.location} is outside the token's constrained scope ({allowed}).",
+        )
+
+
+def _version_matches(
+    conn: Connection, registry: Registry, found: Version, alternatives: tuple[Constraint, ...]
+) -> bool:
+    """Whether a stored (not current) version meets any of the constraints: searched as a shadow copy.
+
+    The copy is written on a writer's connection of its own (SQLite: in the writers' queue, so a read transaction
+    never has to upgrade to a write lock another writer holds) and rolled back."""
+    with unit_of_work(conn.engine) as writer:
+        return _shadow_matches(writer, registry, found, alternatives)
+
+
+def _shadow_matches(conn: Connection, registry: Registry, found: Version, alternatives: tuple[Constraint, ...]) -> bool:
+    resource = found.resource()
+    shadow_id = str(uuid.uuid4())
+    savepoint = conn.begin_nested()
+    try:
+        res_pk = conn.execute(
+            insert(resources)
+            .values(res_type=found.res_type, res_id=shadow_id, version=found.version, ts=found.ts, deleted=False)
+            .returning(resources.c.res_pk)
+        ).scalar_one()
+        for table, rows in index_rows(registry, found.res_type, resource).items():
+            conn.execute(
+                insert(INDEX_TABLES[table]), [{"res_pk": res_pk, "res_type": found.res_type, **row} for row in rows]
+            )
+        return any(
+            find(conn, registry, found.res_type, [("_id", shadow_id), *constraint], limit=1)
+            for constraint in alternatives
+        )
+    finally:
+        savepoint.rollback()
+
+
 def bundle_authorizer(connection: HTTPConnection) -> Callable[[str, str], None] | None:
     """Checks one bundle entry (method, url); None for an unrestricted caller.
 
@@ -185,6 +248,7 @@ def constraints_state(scope: dict[str, Any]) -> dict[tuple[str, str], tuple[Cons
 __all__ = [
     "bundle_authorizer",
     "check_in_scope",
+    "check_version_in_scope",
     "include_types",
     "principal_of",
     "require",

@@ -48,7 +48,7 @@ def _declaration(code: str, name: str, title: str, *, instance_only: bool, descr
 
 def meta(call: Invocation, conn: Connection) -> dict[str, Any]:
     if call.res_id is not None:
-        current = call.service.read(conn, call.res_type or "", call.res_id)
+        current = call.service.read(conn, call.res_type or "", call.res_id, access=call.access)
         return _parameters(current.resource().get("meta") or {})
     return _parameters(_in_use(conn, call.res_type))
 

@@ -249,8 +249,10 @@ def test_denial_of_a_category(world: World) -> None:
     assert world.d.get("/fhir/Observation/psy-r4").status_code == 404
     assert world.d.get("/fhir/Condition/cond-r4").status_code == 404
     found = world.d.get("/fhir/Patient/r4/*?_count=100").json()
-    clinical = {ref for ref in ids(found) if not ref.startswith("Provenance/")}
+    clinical = {ref for ref in ids(found) if not ref.startswith(("Provenance/", "Patient/"))}
     assert clinical == {"Observation/plain-r4", "Consent/consent-r4"}
+    goldens = [e["resource"] for e in found["entry"] if e["resource"]["resourceType"] == "Patient"]  # r4's consent
+    assert all([link["other"]["reference"] for link in g["link"]] == ["Patient/r4"] for g in goldens)
     assert found["total"] == len(ids(found))
     assert world.a.get("/fhir/Patient/r4/Condition").json()["total"] == 1
 

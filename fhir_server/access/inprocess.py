@@ -1,0 +1,236 @@
+"""The audit of the exchange's own work: HL7 v2 messages applied by the adapter, CLI commands that write resources.
+
+Requests are audited by the audit middleware; work that runs in-process, as the exchange itself (SYSTEM), is not
+a request. :func:`audited_work` wraps one piece of it (a message, a command): a repository write hook
+(:func:`note_in_process_writes`) gathers the versions it writes, and when it ends one AuditEvent (IHE BALP, built
+by ``fhir_server.audit``) is queued on the audit trail of its database, with the exchange's agent as the
+requesting client (``hie-hl7v2``, ``hie-cli``), the sending facility as its institution (HL7 MSH-4), the
+resources that are still stored (a retried or rolled-back unit of work leaves nothing behind) and the residents
+they concern. The event joins the same hash chain as the requests' events.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, Engine
+
+from fhir_server.access.stamping import still_stored
+from fhir_server.audit import AccessCollector, AuditTrail
+from fhir_server.audit.events import Access as AuditAccess
+from fhir_server.auth.principal import SYSTEM
+from fhir_server.repository import Version
+from fhir_server.storage.engine import unit_of_work
+
+if TYPE_CHECKING:
+    import typer
+
+log = logging.getLogger("hie.audit")
+
+HL7V2_AGENT = "hie-hl7v2"
+"""Client id of the HL7 v2 adapter (``hie mllp``, ``hie hl7 replay``) in the audit trail."""
+CLI_AGENT = "hie-cli"
+"""Client id of the ``hie`` command line in the audit trail."""
+MAX_LISTED = 10_000
+"""Resources one event lists at most (a large ``hie import``); the others are counted in its ``outcomeDesc``."""
+
+
+@dataclass
+class InProcessWork:
+    """One piece of the exchange's own work being audited; its outcome is set by the code that runs it."""
+
+    agent: str
+    interaction: str
+    method: str
+    path: str
+    organization: str | None = None
+    """The institution the work was done for (HL7: ``Organization/{sending facility}``)."""
+    user: str | None = None
+    """The operating-system account that ran a command."""
+    status: int = 200
+    """HTTP-like status of the outcome: 2xx done, 4xx refused (HL7 AE), 5xx failed (HL7 AR)."""
+    always: bool = False
+    """Record the event even when no resource was written (an administrative command)."""
+    operation: str | None = None
+    """What ran, as a second subtype coding (the command: ``hie demo load``)."""
+    versions: list[Version] = field(default_factory=list)
+    unlisted: int = 0
+    """Versions written beyond :data:`MAX_LISTED`."""
+    engine: Engine | None = None
+
+
+_WORK: ContextVar[InProcessWork | None] = ContextVar("hie_in_process_work", default=None)
+_TRAILS: weakref.WeakKeyDictionary[Engine, AuditTrail] = weakref.WeakKeyDictionary()
+_TRAILS_LOCK = threading.Lock()
+
+
+def note_in_process_writes(conn: Connection, versions: Sequence[Version]) -> None:
+    """Repository write hook: the versions written while in-process work is audited in this context."""
+    work = _WORK.get()
+    if work is not None:
+        room = max(0, MAX_LISTED - len(work.versions))
+        work.versions.extend(versions[:room])
+        work.unlisted += max(0, len(versions) - room)
+        work.engine = work.engine or conn.engine
+
+
+def current_work() -> InProcessWork | None:
+    """The in-process work audited in this context, if any (to set its outcome or institution)."""
+    return _WORK.get()
+
+
+@contextmanager
+def audited_work(
+    agent: str,
+    *,
+    interaction: str,
+    method: str,
+    path: str,
+    engine: Engine | None = None,
+    organization: str | None = None,
+    user: str | None = None,
+    operation: str | None = None,
+    always: bool = False,
+    flush: bool = False,
+) -> Iterator[InProcessWork]:
+    """Audit what the block writes as one AuditEvent of ``agent``; ``flush`` writes it before returning (a CLI
+    process about to exit), else the trail's writer thread does shortly after. An exception is recorded as 500."""
+    work = InProcessWork(
+        agent,
+        interaction,
+        method,
+        path,
+        organization=organization,
+        user=user,
+        operation=operation,
+        always=always,
+        engine=engine,
+    )
+    token = _WORK.set(work)
+    try:
+        yield work
+    except BaseException:
+        work.status = max(work.status, 500)
+        raise
+    finally:
+        _WORK.reset(token)
+        try:
+            record(work, flush=flush)
+        except Exception:  # the audit of the work must not undo it; the failure is logged loudly
+            log.exception("the audit event of %s %s could not be recorded", work.method, work.path)
+
+
+def record(work: InProcessWork, *, flush: bool = False) -> None:
+    """Queue the AuditEvent of finished work on its database's trail (nothing when it wrote nothing)."""
+    if work.engine is None or (not work.versions and not work.always):
+        return
+    collector = AccessCollector({"principal": SYSTEM})
+    if work.versions:
+        with unit_of_work(work.engine, write=False) as conn:
+            kept = still_stored(conn, work.versions)
+        for version in kept:
+            if version.body is None:
+                collector.reference(f"{version.res_type}/{version.res_id}")
+            else:
+                collector.resource(version.resource())
+    if not collector.resources and not work.always:
+        return
+    trail = trail_for(work.engine)
+    trail.record(
+        AuditAccess(
+            interaction=work.interaction,
+            status=work.status,
+            recorded=time.time_ns() // 1000,
+            method=work.method,
+            path=work.path if not work.unlisted else f"{work.path} (and {work.unlisted} more versions written)",
+            client_id=work.agent,
+            organization=work.organization,
+            user=work.user,
+            operation=work.operation,
+            resources=list(collector.resources),
+            patients=list(collector.patients),
+        )
+    )
+    if flush:
+        trail.stop()  # written now; the writer thread is not kept for a process about to exit
+
+
+def trail_for(engine: Engine) -> AuditTrail:
+    """The audit trail in-process work of this process writes to, one per database, written at exit."""
+    with _TRAILS_LOCK:
+        trail = _TRAILS.get(engine)
+        if trail is None:
+            trail = _TRAILS[engine] = AuditTrail(engine)
+            atexit.register(trail.stop)
+        return trail
+
+
+def flush_in_process_audit(engine: Engine | None = None) -> int:
+    """Write the queued events of in-process work now (tests, orderly shutdown): of ``engine``'s database, or of
+    every database this process wrote to; how many were written."""
+    with _TRAILS_LOCK:
+        trails = [_TRAILS[engine]] if engine is not None and engine in _TRAILS else []
+        if engine is None:
+            trails = list(_TRAILS.values())
+    return sum(trail.flush() for trail in trails)
+
+
+SERVING_COMMANDS = frozenset({"serve", "worker", "mllp", "bench"})
+"""``hie`` commands that serve requests, tasks or messages (each audited on its own) rather than do one job."""
+
+
+def audit_command(ctx: typer.Context) -> None:
+    """From the ``hie`` callback: audit what the command about to run writes, as the CLI, when it ends."""
+    name = ctx.invoked_subcommand
+    if name is None or name in SERVING_COMMANDS or ctx.resilient_parsing:
+        return
+    path = f"{ctx.command_path} {name}"
+    ctx.with_resource(
+        audited_work(
+            CLI_AGENT, interaction="operation", method="CLI", path=path, operation=path, user=login_name(), flush=True
+        )
+    )
+
+
+def note_command(engine: Engine, command: str, detail: str) -> None:
+    """An administrative command that writes no resource (``client create``, below ``hie auth``) and what it did
+    (``client=… organization=…``): recorded all the same."""
+    work = current_work()
+    if work is not None and work.agent == CLI_AGENT:
+        work.engine = work.engine or engine
+        work.always = True
+        work.operation = f"{work.operation or work.path} {command}"
+        work.path = f"{work.operation} {detail}"
+
+
+def login_name() -> str | None:
+    """The operating-system account running this process (who ran a command), when it can be told."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no such account (a container without a passwd entry)
+        return None
+
+
+__all__ = [
+    "CLI_AGENT",
+    "HL7V2_AGENT",
+    "InProcessWork",
+    "audit_command",
+    "audited_work",
+    "current_work",
+    "flush_in_process_audit",
+    "login_name",
+    "note_command",
+    "note_in_process_writes",
+    "trail_for",
+]
