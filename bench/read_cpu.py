@@ -7,7 +7,8 @@ Run from the repository root (about a minute on SQLite):
 A fresh SQLite database in a temporary folder (or the database of ``--database-url``, which must be migrated and
 empty) gets 50 residents with 3 readings each, written by an institution's client. Then the application is
 created five ways, as ``bench/security_overhead.py`` serves it: "off" (authentication and audit off), "audit",
-"auth" (the institution's token), "on" (both) and "exch" (both, with an unrestricted exchange client's token).
+"auth" (the institution's token), "on" (both), "exch" (both, with an unrestricted exchange client's token) and
+"other" (both, with the token of another institution, which reads by the residents' consent to sharing).
 Each answers ``--requests`` reads of a Patient and half as many searches ``Observation?subject=…&_count=10``,
 called as raw ASGI requests, one at a time, in ``--trials`` trials; the process's CPU time of the fastest trial is
 reported per request (the audit writer's flush included; the request's unit of work runs in the thread pool as in
@@ -32,6 +33,8 @@ from unittest import mock
 
 import orjson
 
+from fhir_server.access.codes import CONSENT_CATEGORY_SYSTEM, REGIONAL_SHARING
+
 SCOPES = "system/Patient.cruds system/Observation.cruds system/Consent.cruds"
 SETTINGS = {
     "off": (False, False),
@@ -39,6 +42,7 @@ SETTINGS = {
     "auth": (True, False),
     "on": (True, True),
     "exch": (True, True),
+    "other": (True, True),
 }
 
 
@@ -110,6 +114,14 @@ async def seed(app: Any, headers: list) -> list[str]:
                 "valueQuantity": {"value": value, "unit": "mm[Hg]"},
             }
             await call(app, "POST", "/fhir/Observation", headers=posted, body=orjson.dumps(reading))
+        sharing = {
+            "resourceType": "Consent",
+            "status": "active",
+            "scope": {"text": "privacy"},
+            "category": [{"coding": [{"system": CONSENT_CATEGORY_SYSTEM, "code": REGIONAL_SHARING}]}],
+            "patient": {"reference": f"Patient/{ids[-1]}"},
+        }
+        await call(app, "POST", "/fhir/Consent", headers=posted, body=orjson.dumps(sharing))
     return ids
 
 
@@ -133,7 +145,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="a migrated, empty database (default: a temporary SQLite file)")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--trials", type=int, default=7)
-    parser.add_argument("--settings", default=",".join(SETTINGS), help="which of off,audit,auth,on,exch")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="which of off,audit,auth,on,exch,other")
     parser.add_argument("--profile", choices=tuple(SETTINGS), help="profile the reads of this setting")
     args = parser.parse_args()
 
@@ -150,7 +162,8 @@ def main() -> None:
         engine.dispose()
     hospital = token_headers(url, "bench hospital", "Organization/bench-hospital")
     exchange = token_headers(url, "bench exchange", None)
-    callers = {"off": [], "audit": [], "auth": hospital, "on": hospital, "exch": exchange}
+    clinic = token_headers(url, "bench clinic", "Organization/bench-clinic")
+    callers = {"off": [], "audit": [], "auth": hospital, "on": hospital, "exch": exchange, "other": clinic}
 
     def application(auth: bool, audit: bool) -> Any:
         settings = Settings(database_url=url, auth_disabled=not auth, audit_enabled=audit, export_dir=folder)

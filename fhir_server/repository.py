@@ -94,6 +94,9 @@ StampHook = Callable[[dict[str, Any]], str | None]
 """Called with each resource about to be stored (create or update): may stamp it (``meta.source``) and returns
 the institution owning a new resource (``resources.owner_org``; None: the exchange). Access control is one."""
 
+Readable = Callable[[Connection, str, int, str | None], bool]
+"""Whether the caller may read a resource: (connection, type, ``res_pk``, owner institution) → readable."""
+
 
 class Repository:
     """Versioned storage of every resource type with its search indexes kept in step."""
@@ -121,10 +124,10 @@ class Repository:
         res_id: str,
         *,
         lock: bool = False,
-        visible: Callable[[Any, str | None], ColumnElement[bool]] | None = None,
+        readable: Readable | None = None,
     ) -> Version | None:
-        """The latest version (possibly a tombstone), or None if the resource never existed or ``visible`` (the
-        access condition, evaluated in the same statement) hides it.
+        """The latest version (possibly a tombstone), or None if the resource never existed or ``readable`` (the
+        caller's access, asked about the row found: its owner answers at once) hides it.
 
         With ``lock`` the resource row is locked first, on its own, so that a writer waiting for a
         concurrent one re-reads the row it committed (PostgreSQL re-checks a locked row, not a join).
@@ -143,11 +146,8 @@ class Repository:
                 )
             ).one()
             return Version(res_type, res_id, head.version, row.ts, row.method, _inflate(row.body), head.res_pk)
-        query = _CURRENT
-        if visible is not None:
-            query = query.add_columns(visible(resources, res_type).label("visible"))
-        row = conn.execute(query, {"current_type": res_type, "current_id": res_id}).first()
-        if row is None or (visible is not None and not row.visible):
+        row = conn.execute(_CURRENT, {"current_type": res_type, "current_id": res_id}).first()
+        if row is None or (readable is not None and not readable(conn, res_type, row.res_pk, row.owner_org)):
             return None
         return Version(res_type, res_id, row.version, row.ts, row.method, _inflate(row.body), row.res_pk)
 
@@ -157,10 +157,10 @@ class Repository:
         res_type: str,
         res_id: str,
         *,
-        visible: Callable[[Any, str | None], ColumnElement[bool]] | None = None,
+        readable: Readable | None = None,
     ) -> Version:
-        """The current version; what ``visible`` hides is a 404 like a missing resource."""
-        found = self.current(conn, res_type, res_id, visible=visible)
+        """The current version; what ``readable`` hides is a 404 like a missing resource."""
+        found = self.current(conn, res_type, res_id, readable=readable)
         if found is None:
             raise not_found(f"{res_type}/{res_id} is not known to this server.")
         if found.deleted:
@@ -494,6 +494,7 @@ _CURRENT = (
     select(
         resources.c.res_pk,
         resources.c.version,
+        resources.c.owner_org,
         resource_versions.c.ts,
         resource_versions.c.method,
         resource_versions.c.body,

@@ -103,13 +103,32 @@ class Access:
 
     def condition(self, table: Any, type_name: str | None) -> ColumnElement[bool]:
         """``owner_org = :org OR <shared with this caller now> OR <the resident's own record>``."""
-        shape = _Shape(type_name, self.org is not None, self.patient is not None, self.purpose is not None)
-        values = {"org": self.org, "patient": self.patient, "purpose": self.purpose, "at": self.at}
+        shape = self._shape(type_name)
+        values = self._values()
         binds = tuple(
-            bindparam(f"access_{name}", values[name], type_=BigInteger() if name == "at" else String(), unique=True)
-            for name in shape.bound()
+            bindparam(f"access_{name}", values[name], type_=_bind_type(name), unique=True) for name in shape.bound()
         )
         return AccessCondition(table, shape, binds)
+
+    def readable(self, conn: Connection, res_type: str, res_pk: int, owner_org: str | None) -> bool:
+        """Whether the resource ``res_pk`` (already found, owned by ``owner_org``) may be read: what
+        :meth:`condition` decides, without SQL when the caller owns it or is not filtered, else by one statement
+        prepared once per shape of the condition (its values bound, nothing built for the read)."""
+        if not self.restricted or self.break_glass:
+            return True
+        if self.org is not None and owner_org == self.org:
+            return True
+        shape = self._shape(res_type)
+        values = self._values()
+        params: dict[str, Any] = {f"access_{name}": values[name] for name in shape.bound()}
+        params["access_pk"] = res_pk
+        return bool(conn.execute(_row_readable(shape), params).scalar())
+
+    def _shape(self, type_name: str | None) -> _Shape:
+        return _Shape(type_name, self.org is not None, self.patient is not None, self.purpose is not None)
+
+    def _values(self) -> dict[str, Any]:
+        return {"org": self.org, "patient": self.patient, "purpose": self.purpose, "at": self.at}
 
 
 UNRESTRICTED = Access(org=None, restricted=False)
@@ -118,14 +137,30 @@ UNRESTRICTED = Access(org=None, restricted=False)
 
 def check_readable(conn: Connection, access: Access, res_type: str, res_id: str) -> None:
     """404, worded like a missing resource, when the resource exists but is not the caller's to read."""
-    restriction = access.restriction
-    if restriction is None:
+    if access.restriction is None:
         return
-    r = resources
-    query = select(restriction(r, res_type)).where(r.c.res_type == res_type, r.c.res_id == res_id)
-    found = conn.execute(query).first()
-    if found is not None and not found[0]:  # one statement: whether it exists, and whether it may be read
+    found = conn.execute(_OWNER, {"owner_type": res_type, "owner_id": res_id}).first()
+    if found is not None and not access.readable(conn, res_type, found.res_pk, found.owner_org):
         raise not_found(f"{res_type}/{res_id} is not known to this server.")
+
+
+_OWNER = select(resources.c.res_pk, resources.c.owner_org).where(
+    resources.c.res_type == bindparam("owner_type"), resources.c.res_id == bindparam("owner_id")
+)
+"""The row and owner of one resource, built once."""
+
+
+def _bind_type(name: str) -> Any:
+    return BigInteger() if name == "at" else String()
+
+
+@lru_cache(maxsize=1024)
+def _row_readable(shape: _Shape) -> Any:
+    """Whether one resource row (``:access_pk``) meets the condition of this shape: built once per shape, so
+    SQLAlchemy computes its cache key once; each read binds only its values."""
+    binds = tuple(bindparam(f"access_{name}", type_=_bind_type(name)) for name in shape.bound())
+    r = resources
+    return select(AccessCondition(r, shape, binds)).where(r.c.res_pk == bindparam("access_pk"))
 
 
 class _Shape(NamedTuple):

@@ -5,7 +5,8 @@ Tags and security labels are the same when system and code are; profiles when th
 immutable, security labels that govern access keep an audit trail in the history, and the ``_tag``,
 ``_security`` and ``_profile`` index rows follow. A call that changes nothing writes nothing.
 ``$meta`` at type or system level lists the distinct tags, security labels and profiles of current
-resources, read from the search index (codings without display).
+resources, read from the search index (codings without display), of the resources the caller may read (the
+access condition of searches): an institution learns only the tags and labels of what it may read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from fhir_server.operations.base import Invocation, Operation
+from fhir_server.search.query import Restriction
 from fhir_server.storage.tables import resources, token_index, uri_index
 
 _META_OUT = {"name": "return", "use": "out", "min": 1, "max": "1", "type": "Meta"}
@@ -50,7 +52,7 @@ def meta(call: Invocation, conn: Connection) -> dict[str, Any]:
     if call.res_id is not None:
         current = call.service.read(conn, call.res_type or "", call.res_id, access=call.access)
         return _parameters(current.resource().get("meta") or {})
-    return _parameters(_in_use(conn, call.res_type))
+    return _parameters(_in_use(conn, call.res_type, call.access.restriction))
 
 
 def meta_add(call: Invocation, conn: Connection) -> dict[str, Any]:
@@ -104,10 +106,13 @@ def _same(key: str, a: Any, b: Any) -> bool:
     )
 
 
-def _in_use(conn: Connection, res_type: str | None) -> dict[str, Any]:
-    """The distinct tags, security labels and profiles of current resources (of one type, or all)."""
+def _in_use(conn: Connection, res_type: str | None, restriction: Restriction | None = None) -> dict[str, Any]:
+    """The distinct tags, security labels and profiles of current resources (of one type, or all) that
+    ``restriction`` (the caller's access condition; None: every resource) lets the caller read."""
     found: dict[str, Any] = {}
     live = [resources.c.deleted.is_(False)] + ([resources.c.res_type == res_type] if res_type else [])
+    if restriction is not None:
+        live.append(restriction(resources, res_type))
     for key, param in (("security", "_security"), ("tag", "_tag")):
         query = (
             select(token_index.c.system, token_index.c.code)

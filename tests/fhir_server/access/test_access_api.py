@@ -425,3 +425,56 @@ def test_break_glass_keeps_scope_checks_and_never_writes(world: World) -> None:
     del body["id"]
     headers = world.em.headers({"X-Break-Glass-Reason": "emergency"})
     assert world.em.http.post("/fhir/Observation", json=body, headers=headers).status_code == 403
+
+
+# -- $meta at type and system level -----------------------------------------------------------------
+
+SHARED_TAG = {"system": "https://example.org/tags", "code": "shared-flag"}
+PRIVATE_TAG = {"system": "https://example.org/tags", "code": "private-flag"}
+PRIVATE_LABEL = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+
+
+def flag(res_id: str, subject: str, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Flag",
+        "id": res_id,
+        "meta": meta,
+        "status": "active",
+        "code": {"text": "Fall risk"},
+        "subject": {"reference": f"Patient/{subject}"},
+    }
+
+
+def meta_in_use(who: Institution, url: str) -> tuple[set[str], set[str]]:
+    response = who.get(url)
+    assert response.status_code == 200, response.text
+    meta = response.json()["parameter"][0]["valueMeta"]
+    return {t["code"] for t in meta.get("tag", [])}, {s["code"] for s in meta.get("security", [])}
+
+
+@pytest.fixture(scope="module")
+def flags(world: World) -> World:
+    world.a.put(flag("flag-meta-r1", "r1", {"tag": [SHARED_TAG]}))
+    world.a.put(flag("flag-meta-r2", "r2", {"tag": [PRIVATE_TAG], "security": [PRIVATE_LABEL]}))
+    return world
+
+
+def test_type_meta_lists_only_what_the_caller_may_read(flags: World) -> None:
+    tags, labels = meta_in_use(flags.d, "/fhir/Flag/$meta")
+    assert "shared-flag" in tags  # r1 consented to sharing
+    assert "private-flag" not in tags and "R" not in labels  # r2 did not
+    tags, labels = meta_in_use(flags.unaffiliated, "/fhir/Flag/$meta")
+    assert not {"shared-flag", "private-flag"} & tags and "R" not in labels
+
+
+def test_type_meta_lists_the_owners_own_tags(flags: World) -> None:
+    tags, labels = meta_in_use(flags.a, "/fhir/Flag/$meta")
+    assert {"shared-flag", "private-flag"} <= tags
+    assert "R" in labels
+
+
+def test_system_meta_is_filtered_too(flags: World) -> None:
+    tags, _ = meta_in_use(flags.d, "/fhir/$meta")
+    assert "shared-flag" in tags and "private-flag" not in tags
+    tags, _ = meta_in_use(flags.a, "/fhir/$meta")
+    assert {"shared-flag", "private-flag"} <= tags

@@ -219,3 +219,51 @@ def test_the_condition_on_an_alias_decides_as_on_the_table(engine: Engine, store
         assert on_table  # the caller sees something, and not everything
         with engine.connect() as conn:
             assert len(on_table) < len(conn.execute(select(resources.c.res_pk)).all())
+
+
+READERS = [
+    Access(org=B),
+    Access(org=C, purpose="TREAT"),
+    Access(org=OWNER),
+    Access(org=None),
+    Access(org=None, patient="resident-1"),
+    Access(org=B, patient="resident-2"),
+    Access(org=B, break_glass=True),
+    Access(org=None, restricted=False),
+]
+
+
+@pytest.mark.parametrize("access", READERS, ids=lambda a: f"{a.org}-{a.patient}-{a.purpose}-{a.break_glass}")
+def test_the_check_of_one_read_decides_as_the_condition(engine: Engine, stored: list, access: Access) -> None:
+    """A read by id asks :meth:`Access.readable` about the row it found: the same decision as the condition."""
+    decided = {True: 0, False: 0}
+    with engine.connect() as conn:
+        rows = conn.execute(select(resources.c.res_pk, resources.c.res_type, resources.c.owner_org)).all()
+        for row in rows:
+            condition = access.restriction
+            expected = (
+                condition is None
+                or conn.execute(
+                    select(resources.c.res_pk).where(
+                        resources.c.res_pk == row.res_pk, condition(resources, row.res_type)
+                    )
+                ).first()
+                is not None
+            )
+            assert access.readable(conn, row.res_type, row.res_pk, row.owner_org) == expected, row
+            decided[expected] += 1
+    if access.org is not None:  # an institution reads its own records or consented ones
+        assert decided[True] > 0
+
+
+def test_the_check_of_one_read_hides_deleted_resources_from_others(engine: Engine, stored: list) -> None:
+    service = FhirService()
+    with acting_as(Principal(client_id="his", organization=OWNER)), unit_of_work(engine) as conn:
+        service.update(conn, "Basic", "gone-soon", {"resourceType": "Basic", "id": "gone-soon", "code": {"text": "n"}})
+        service.delete(conn, "Basic", "gone-soon")
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(resources.c.res_pk, resources.c.owner_org).where(resources.c.res_id == "gone-soon")
+        ).one()
+        assert Access(org=OWNER).readable(conn, "Basic", row.res_pk, row.owner_org)
+        assert not Access(org=B).readable(conn, "Basic", row.res_pk, row.owner_org)
