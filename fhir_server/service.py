@@ -19,7 +19,7 @@ from fhir_server.access import UNRESTRICTED, Access, acting_principal, check_rea
 from fhir_server.errors import FhirError, Issue, invalid, precondition_failed
 from fhir_server.outbox import record_writes
 from fhir_server.repository import Repository, Version, WriteHook, WriteResult, check_id, expect_id
-from fhir_server.search.custom import check_search_parameter, sync_custom_parameters
+from fhir_server.search.custom import changing, check_search_parameter, sync_custom_parameters
 from fhir_server.search.parameters import Registry, default_registry
 from fhir_server.search.query import find
 from fhir_server.validation import validate_resource
@@ -102,6 +102,7 @@ class FhirService:
 
     def prepare_write(self, conn: Connection, res_type: str, res_id: str, resource: dict[str, Any] | None) -> None:
         """Run the before-write hooks (:data:`BeforeWrite`) for one resource about to be stored or deleted."""
+        changing(self.registry, res_type)  # a SearchParameter: this process's next search reloads the registry
         for hook in self.before_write:
             hook(conn, res_type, res_id, resource)
 
@@ -231,7 +232,7 @@ class FhirService:
 
     def read(self, conn: Connection, res_type: str, res_id: str, *, access: Access = UNRESTRICTED) -> Version:
         """Read (R4B §3.1.0.2); what ``access`` may not read is a 404 like a missing resource."""
-        return self.repository.read(conn, res_type, res_id, visible=access.restriction)  # one statement
+        return self.repository.read(conn, res_type, res_id, readable=access.readable)  # the owner answers at once
 
     def vread(
         self, conn: Connection, res_type: str, res_id: str, version: int, *, access: Access = UNRESTRICTED

@@ -61,10 +61,11 @@ def router(ctx: Context) -> APIRouter:
             principal=principal_of(request),
             audit=collector_of(request),
             access=ordinary_access(request) if operation.affects_state else read_access(request),
+            stored_json=True,
         )
         result = await ctx.run(lambda conn: operation.run(call, conn), write=operation.affects_state)
         if result.get("resourceType") == "Bundle":
-            note_bundle(request, result)
+            note_bundle(request, result)  # entries of stored JSON were reported by the operation itself
         return Response(dump(result, request), media_type=FHIR_JSON)
 
     @api.get("/OperationDefinition/{definition_id}")

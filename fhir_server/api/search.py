@@ -21,7 +21,7 @@ from fhir_server.audit.collector import note_search
 from fhir_server.auth.enforce import include_types, restricted_to_types, search_clauses
 from fhir_server.errors import Issue, not_found, operation_outcome
 from fhir_server.repository import Version, check_id
-from fhir_server.search.custom import sync_custom_parameters
+from fhir_server.search.custom import sync_for_search
 from fhir_server.search.includes import included
 from fhir_server.search.query import Hit, Page, search
 from fhir_server.search.request import Compartment, SearchRequest, parse_request
@@ -147,7 +147,7 @@ def router(ctx: Context) -> APIRouter:
         include_restrict = restricted_to_types(restrict, include_types(request))
 
         def work(conn: Connection) -> tuple[SearchRequest, Page, list[Hit], dict[int, Version]]:
-            sync_custom_parameters(conn, service.registry)
+            sync_for_search(conn, service.registry)
             parsed = parse_request(
                 service.registry,
                 types,

@@ -7,11 +7,13 @@ residents (Patient compartment) those resources belong to. Nothing here touches 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import orjson
 from starlette.requests import HTTPConnection
 
 from fhir_server import definitions
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from fhir_server.repository import Version
 
 _ALWAYS = ("subject", "patient")
+_PLAIN_PATIENT_REFERENCE = re.compile(rb'"Patient/([^"/\\]+)"')
+"""A JSON string that is exactly ``Patient/{id}``: in stored canonical JSON every mention of a resident is one."""
 
 
 class AccessCollector:
@@ -53,6 +57,25 @@ class AccessCollector:
         if entity:
             self.resources[f"{res_type}/{res_id}"] = None
         for patient in patients_of(resource):
+            self.patients[patient] = None
+
+    def stored(self, version: Version, *, entity: bool = False) -> None:
+        """A stored version answered as its JSON (not parsed for the answer): like :meth:`resource`, parsing the
+        body only when it may name a resident not seen yet. Every reference to a resident holds ``Patient/``
+        (canonical JSON escapes neither letters nor ``/``); when each of those is a plain ``"Patient/{id}"`` of a
+        resident already noted, the resource adds none."""
+        body = version.body
+        if body is None:
+            return
+        if entity:
+            self.resources[f"{version.res_type}/{version.res_id}"] = None
+        if version.res_type == "Patient":  # a Patient concerns itself
+            self.patients[f"Patient/{version.res_id}"] = None
+            return
+        named = _PLAIN_PATIENT_REFERENCE.findall(body)
+        if len(named) == body.count(b"Patient/") and all(f"Patient/{n.decode()}" in self.patients for n in named):
+            return
+        for patient in patients_of(orjson.loads(body)):
             self.patients[patient] = None
 
     def bundle(self, bundle: dict[str, Any]) -> None:
@@ -170,9 +193,4 @@ def note_search(
         collector.bundle(bundle)
     else:
         for version in shaped:
-            if version.body is None:
-                continue
-            if version.res_type == "Patient":  # a Patient concerns itself: no need to parse it
-                collector.patients[f"Patient/{version.res_id}"] = None
-            else:
-                collector.resource(version.resource(), entity=False)
+            collector.stored(version)

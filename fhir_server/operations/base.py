@@ -60,6 +60,9 @@ class Invocation:
     """What the caller may read (institution, consent, break-glass): operations filter their SQL with it."""
     audit: AccessCollector | None = None
     """What the request touched, for the audit trail (``$expunge`` reports the resources it erased)."""
+    stored_json: bool = False
+    """The answer is only serialised (the REST API): a Bundle may carry stored JSON as ``orjson.Fragment``
+    entries, reported to ``audit`` by the operation, instead of parsed resources."""
 
     def one(self, name: str, default: Any = None) -> Any:
         values = self.inputs.get(name)

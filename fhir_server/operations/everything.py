@@ -10,7 +10,8 @@ resource comes twice and none present throughout is missed. For one patient the 
 per request, starting from the patient's own reference rows (:func:`record_keys`); the first page counts them
 and its cursor carries that total to the later pages, so a page evaluates the record once and never counts
 again. At type level the record of every patient is one statement (:func:`record`), counted on the first page:
-an export-sized job on a large archive.
+an export-sized job on a large archive. Through the REST API the entries are the stored canonical JSON
+(``orjson.Fragment``, never parsed); the audit trail gets the residents from the loaded versions.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from sqlalchemy import ARRAY, BigInteger, Connection, Select, and_, case, exists, func, literal, or_, select, union
 
 from fhir_server import definitions
@@ -174,11 +176,12 @@ def record_keys(conn: Connection, patient_id: str, start: int | None, end: int |
         return []
     out = reference_index.c
     targets: dict[str, set[str]] = {}
-    for target_type, target_id in conn.execute(
-        select(out.target_type, out.target_id).where(out.res_pk.in_(_pk_set(conn, sorted(sources))))
+    for target_type, target_id in conn.execute(  # distinct targets only: the rows stay in the database
+        select(out.target_type, out.target_id)
+        .distinct()
+        .where(out.res_pk.in_(_pk_set(conn, sorted(sources))), out.target_type.in_(REFERENCED_TYPES))
     ):
-        if target_type in REFERENCED_TYPES:
-            targets.setdefault(target_type, set()).add(target_id)
+        targets.setdefault(target_type, set()).add(target_id)
     if not targets:
         return sorted(sources)
     referenced = select(r.res_pk).where(
@@ -313,13 +316,17 @@ def _bundle(call: Invocation, versions: list[Version], total: int, next_cursor: 
     links = [link("self", call.cursor), link("first", None)]
     if next_cursor:
         links.append(link("next", next_cursor))
+    if call.stored_json and call.audit is not None:
+        for version in versions:
+            call.audit.stored(version)
     entries = [
         {
             "fullUrl": f"{call.base}/{version.res_type}/{version.res_id}",
-            "resource": version.resource(),
+            "resource": orjson.Fragment(version.body) if call.stored_json else version.resource(),
             "search": {"mode": "include" if version.res_type in REFERENCED_TYPES else "match"},
         }
         for version in versions
+        if version.body is not None  # deleted since the keys were read (PostgreSQL, read committed)
     ]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links}
     if entries:
