@@ -205,13 +205,7 @@ class Repository:
                 resource_versions.c.method,
                 resource_versions.c.body,
             )
-            .join(
-                resource_versions,
-                and_(
-                    resource_versions.c.res_pk == resources.c.res_pk,
-                    resource_versions.c.version == resources.c.version,
-                ),
-            )
+            .join(resource_versions, _CURRENT_VERSION)
             .where(resources.c.res_pk.in_(pks))
         ).all()
         by_pk = {
@@ -490,6 +484,11 @@ def _inflate(body: bytes | None) -> bytes | None:
     return None if body is None else decode_body(body)
 
 
+_CURRENT_VERSION = and_(
+    resource_versions.c.res_pk == resources.c.res_pk, resource_versions.c.version == resources.c.version
+)
+"""Join condition of a resource and its current version."""
+
 _CURRENT = (
     select(
         resources.c.res_pk,
@@ -499,13 +498,7 @@ _CURRENT = (
         resource_versions.c.method,
         resource_versions.c.body,
     )
-    .join(
-        resource_versions,
-        and_(
-            resource_versions.c.res_pk == resources.c.res_pk,
-            resource_versions.c.version == resources.c.version,
-        ),
-    )
+    .join(resource_versions, _CURRENT_VERSION)
     .where(resources.c.res_type == bindparam("current_type"), resources.c.res_id == bindparam("current_id"))
 )
 """The current version of one resource, built once (a read builds no SQL constructs of its own)."""

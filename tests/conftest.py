@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -100,6 +101,32 @@ class Backend:
             with admin.begin() as conn:
                 conn.execute(text(f"DROP SCHEMA {self._schema} CASCADE"))
             admin.dispose()
+
+
+@contextmanager
+def database_at(backend: str, revision: str, folder: Path) -> Iterator[Engine]:
+    """A fresh database migrated only up to ``revision`` (migration tests): a SQLite file in ``folder`` or a private
+    PostgreSQL schema, dropped afterwards."""
+    if backend == "sqlite":
+        engine = create_engine(f"sqlite:///{folder / 'old.db'}")
+        upgrade(engine, revision)
+        yield engine
+        engine.dispose()
+        return
+    require_service("PostgreSQL", POSTGRES_URL)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = create_engine(make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"}))
+    try:
+        upgrade(engine, revision)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

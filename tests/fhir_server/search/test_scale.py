@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from fhir_server.migrations import upgrade
 from fhir_server.repository import Repository
@@ -15,7 +14,7 @@ from fhir_server.search.index import index_rows, search_hash
 from fhir_server.search.parameters import default_registry
 from fhir_server.search.query import search
 from fhir_server.search.request import parse_request
-from tests.conftest import POSTGRES_URL, auth_headers, require_service
+from tests.conftest import auth_headers, database_at
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -141,25 +140,8 @@ def test_estimated_total_is_said_in_an_outcome_entry(stored, backend):
 @pytest.fixture(params=["sqlite", "postgres"])
 def old_database(request, tmp_path) -> Iterator[Engine]:
     """A fresh database at revision 0009 (before the hash and canonical columns)."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-        upgrade(engine, "0009")
+    with database_at(request.param, "0009", tmp_path) as engine:
         yield engine
-        engine.dispose()
-        return
-    require_service("PostgreSQL", POSTGRES_URL)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    engine = create_engine(url)
-    upgrade(engine, "0009")
-    yield engine
-    engine.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
 
 
 def test_migration_fills_hashes_and_canonical_quantities(old_database):

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 import zlib
 from collections.abc import Iterator
 
 import orjson
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 
 from fhir_server.migrations import alembic_config, upgrade
 from fhir_server.storage.codec import decode_body
-from tests.conftest import POSTGRES_URL, require_service
+from tests.conftest import database_at
 
 ZSTD = b"\x28\xb5\x2f\xfd"
 
@@ -22,24 +20,8 @@ ZSTD = b"\x28\xb5\x2f\xfd"
 @pytest.fixture(params=["sqlite", "postgres"])
 def old_database(request, tmp_path) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
     """A fresh database at revision 0014 (bodies plain, zlib from 2 kB)."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-        upgrade(engine, "0014")
+    with database_at(request.param, "0014", tmp_path) as engine:
         yield engine
-        engine.dispose()
-        return
-    require_service("PostgreSQL", POSTGRES_URL)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = create_engine(make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"}))
-    upgrade(engine, "0014")
-    yield engine
-    engine.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
 
 
 def _downgrade(engine: Engine, revision: str) -> None:
