@@ -91,7 +91,10 @@ class Backend:
         # The MPI adds a golden Patient per resident; suites that count Patients run without it
         # (tests/ehr_archive turn it on with settings.model_copy(update={"mpi_enabled": True})).
         # When it is on, goldens are rebuilt right after each commit, before the request returns (docs/MPI.md).
-        self.settings = self.settings.model_copy(update={"mpi_enabled": False, "mpi_golden_rebuild": "after-commit"})
+        # Audit spool files go to the test's own folder, not under the working directory's var/.
+        self.settings = self.settings.model_copy(
+            update={"mpi_enabled": False, "mpi_golden_rebuild": "after-commit", "audit_spool_dir": tmp / "audit-spool"}
+        )
         upgrade(self.engine)
 
     def close(self) -> None:

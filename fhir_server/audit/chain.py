@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from fhir_server.audit.events import CLIENT_SYSTEM
 from fhir_server.repository import instant
@@ -33,6 +33,12 @@ class Entry:
     recorded: int
     """Microseconds since the Unix epoch (UTC), the event's ``recorded``."""
     event: dict[str, Any]
+    """The AuditEvent without ``id``: ``append`` sets it (in place: the dict is the entry's own)."""
+    columns: tuple[str | None, str | None, str, str] | None = None
+    """``client_id``, ``organization``, ``action``, ``outcome`` when the caller knows them (as ``event_columns``
+    would derive them); derived from the event otherwise."""
+    patients: list[str] | None = None
+    """The event's residents when the caller knows them (as ``event_patients`` would list them)."""
 
 
 @dataclass(frozen=True)
@@ -87,36 +93,62 @@ def lock_chain(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK})
 
 
+_TABLES = {audit_log.name: audit_log, audit_patients.name: audit_patients}
+_INSERT_COLUMNS = ("seq", "recorded", "client_id", "organization", "action", "outcome", "event", "prev_hash", "hash")
+_INSERT_TYPES = ("bigint", "bigint", "text", "text", "text", "text", "text", "text", "text")
+
+
+def _insert(
+    conn: Connection, table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert plain tuples without per-row SQLAlchemy processing: SQLite's C ``executemany``; on PostgreSQL one
+    ``INSERT … SELECT FROM unnest(arrays)`` (one statement and round trip per batch, one parameter per column)."""
+    names = ", ".join(columns)
+    if conn.dialect.paramstyle == "qmark":
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        return
+    if conn.dialect.driver != "psycopg":  # another driver: the portable executemany
+        conn.execute(_TABLES[table].insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    arrays = ", ".join(f"%b::{kind}[]" for kind in types)  # binary: no text escaping of the JSON
+    conn.exec_driver_sql(
+        f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
+        tuple(list(column) for column in zip(*rows, strict=True)),
+    )
+
+
 def append(conn: Connection, entries: list[Entry]) -> list[int]:
-    """Give each entry the next ``seq`` and its chained hash, and insert them; the ``seq`` values, in order."""
+    """Give each entry the next ``seq`` and its chained hash, and insert them (one statement per table and
+    batch); the ``seq`` values, in order."""
     if not entries:
         return []
     lock_chain(conn)
     last = conn.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
     seq, prev = (last.seq, last.hash) if last is not None else (0, GENESIS)
-    rows: list[dict[str, Any]] = []
-    patient_rows: list[dict[str, Any]] = []
+    first = seq + 1
+    rows: list[tuple[Any, ...]] = []
+    patient_rows: list[tuple[str, int]] = []
+    sha256 = hashlib.sha256
+    dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
     for entry in entries:
         seq += 1
-        event = {**entry.event, "id": str(seq)}
-        body = canonical(event)
-        digest = chain_hash(prev, body)
-        rows.append(
-            {
-                "seq": seq,
-                "recorded": entry.recorded,
-                **event_columns(event),
-                "event": body.decode(),
-                "prev_hash": prev,
-                "hash": digest,
-            }
-        )
-        patient_rows.extend({"patient": patient, "seq": seq} for patient in event_patients(event))
+        event = entry.event
+        event["id"] = str(seq)
+        body = dumps(event, option=sort_keys)
+        digest = sha256(prev.encode("ascii") + body).hexdigest()
+        columns = entry.columns
+        if columns is None:
+            derived = event_columns(event)
+            columns = (derived["client_id"], derived["organization"], derived["action"], derived["outcome"])
+        rows.append((seq, entry.recorded, *columns, body.decode(), prev, digest))
+        patients = entry.patients if entry.patients is not None else event_patients(event)
+        patient_rows.extend((patient, seq) for patient in patients)
         prev = digest
-    conn.execute(insert(audit_log), rows)
+    _insert(conn, audit_log.name, _INSERT_COLUMNS, _INSERT_TYPES, rows)
     if patient_rows:
-        conn.execute(insert(audit_patients), patient_rows)
-    return [row["seq"] for row in rows]
+        _insert(conn, audit_patients.name, ("patient", "seq"), ("text", "bigint"), patient_rows)
+    return list(range(first, seq + 1))
 
 
 def verify(

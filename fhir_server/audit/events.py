@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from fhir_server.repository import instant
@@ -123,6 +123,18 @@ _ERASED = _coding(LIFECYCLE, "14", "Permanent erasure / Physical destruction")
 """Parts every event shares, built once: events are only serialised, never changed in place."""
 
 
+@lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """``YYYY-MM-DDThh:mm:ss`` of a whole second (events come in time order: the same second is asked again)."""
+    return instant(seconds * 1_000_000)[:19]
+
+
+def recorded_instant(micros: int) -> str:
+    """``instant(micros)`` (R4B instant in UTC with microseconds), the date part formatted once per second."""
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{_second(seconds)}.{fraction:06d}Z"
+
+
 @cache
 def _interaction(code: str) -> dict[str, str]:
     return _coding(INTERACTION, code, code)
@@ -143,7 +155,7 @@ def audit_event(access: Access) -> dict[str, Any]:
         "type": _TYPE,
         "subtype": subtype,
         "action": access.effective_action,
-        "recorded": instant(access.recorded),
+        "recorded": recorded_instant(access.recorded),
         "outcome": outcome_code(access.status),
         "outcomeDesc": f"{access.status} {access.method} {access.path}",
     }

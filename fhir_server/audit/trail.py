@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from fhir_server.audit.chain import Entry, append
-from fhir_server.audit.events import Access, audit_event
+from fhir_server.audit.events import Access, audit_event, outcome_code
 from fhir_server.audit.spool import Spool, forget, mark_written, replay
 from fhir_server.storage.engine import unit_of_work
 
@@ -167,4 +167,19 @@ def with_trail(trail: AuditTrail, lifespan: Callable[[Any], AbstractAsyncContext
 
 def write_events(conn: Connection, accesses: list[Access]) -> None:
     """Build the AuditEvents of ``accesses`` and append them to the chain, in order."""
-    append(conn, [Entry(access.recorded, audit_event(access)) for access in accesses])
+    append(conn, [_entry(access) for access in accesses])
+
+
+def _entry(access: Access) -> Entry:
+    """An access's chain entry, its indexed columns and residents taken from the access itself (what
+    ``event_columns`` and ``event_patients`` would find in its event) rather than by walking the event."""
+    organization = access.organization
+    if organization is not None and not organization.startswith("Organization/"):
+        organization = None
+    columns = (
+        access.client_id or "anonymous",
+        organization or None,
+        access.effective_action,
+        outcome_code(access.status),
+    )
+    return Entry(access.recorded, audit_event(access), columns, list(dict.fromkeys(p for p in access.patients if p)))
