@@ -179,9 +179,7 @@ def flush_in_process_audit(engine: Engine | None = None) -> int:
     """Write the queued events of in-process work now (tests, orderly shutdown): of ``engine``'s database, or of
     every database this process wrote to; how many were written."""
     with _TRAILS_LOCK:
-        trails = [_TRAILS[engine]] if engine is not None and engine in _TRAILS else []
-        if engine is None:
-            trails = list(_TRAILS.values())
+        trails = [trail for owner, trail in _TRAILS.items() if engine is None or owner is engine]
     return sum(trail.flush() for trail in trails)
 
 
