@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from fhir_server import definitions
 from fhir_server.errors import FhirError, Issue, invalid
+from fhir_server.structure import conforms
 
 
 def parse_json(body: bytes) -> Any:
@@ -66,6 +67,9 @@ def _fhirpath(resource_type: str, loc: tuple[Any, ...]) -> str:
 
 
 def structural_issues(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
+    """The faults the fhir.resources model finds; skipped when :func:`conforms` proves there are none."""
+    if conforms(resource_type, resource):
+        return []
     model = get_fhir_model_class(resource_type)
     try:
         model.model_validate(resource)
@@ -96,11 +100,25 @@ def _required(type_name: str) -> tuple[str, ...]:
     return tuple(name for name, element in definitions.elements(type_name).items() if element.min > 0)
 
 
+@cache
+def _checked(type_name: str) -> dict[str, definitions.ElementDef]:
+    """The children of a type that can hold a fault :func:`_walk` reports: a required binding, or a type with
+    children of its own (a complex type, a backbone element, a contained resource)."""
+    return {
+        name: element
+        for name, element in definitions.elements(type_name).items()
+        if element.value_set is not None
+        or element.type == "Resource"
+        or definitions.elements(element.type)
+        or _required(element.type)
+    }
+
+
 def _walk(type_name: str, node: dict[str, Any], path: str, issues: list[Issue]) -> None:
-    children = definitions.elements(type_name)
     for name in _required(type_name):
         if name not in node and f"_{name}" not in node:
             issues.append(Issue("required", f"Missing required element '{name}'", expression=(f"{path}.{name}",)))
+    children = _checked(type_name)
     for key, value in node.items():
         element = children.get(key)
         if element is None:
