@@ -16,7 +16,8 @@ only (bearer tokens checked, scopes and institution filters applied), "on" (both
 token of an unrestricted exchange client, for comparison); each answers ``--requests`` reads of a Patient and
 ``--requests`` searches ``Observation?subject=…`` from ``--clients`` concurrent connections, in ``--rounds``
 rounds of alternating order; the best round of each is kept (the machine may be shared). It prints req/s, p50
-and p99 and the throughput lost against "off", and checks the audit chain the audited rounds wrote.
+and p99 and the throughput lost against "off", the audit trail's batches (from the servers' log lines at
+shutdown), and checks the audit chain the audited rounds wrote.
 
 PostgreSQL: ``--postgres-url`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/hie_security_bench``, a
 database of its own so that other benchmarks can run meanwhile) names a scratch database that is dropped and
@@ -31,6 +32,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -222,6 +224,16 @@ def audit_chain(database_url: str) -> str:
     return f"{checked} audit events, chain {'OK' if broken is None else f'BROKEN at seq {broken.seq}'}"
 
 
+_BATCHES = re.compile(rb"wrote (\d+) audit events in (\d+) batches \(largest (\d+)\)")
+
+
+def audit_batches(log: Path, offset: int) -> list[tuple[int, int, int]]:
+    """(events, batches, largest batch) of each audit trail that stopped since ``offset`` of the server log."""
+    with log.open("rb") as file:
+        file.seek(offset)
+        return [(int(a), int(b), int(c)) for a, b, c in _BATCHES.findall(file.read())]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
@@ -271,10 +283,12 @@ def main() -> None:
         searches = [f"/Observation?subject=Patient/{rng.choice(ids)}&_count=10" for _ in range(args.requests)]
         best: dict[tuple[str, str], Figures] = {}
         cpu_ms: dict[tuple[str, str], float] = {}
+        batches: dict[str, list[tuple[int, int, int]]] = {}
         for round_number in range(args.rounds):
             order = list(settings) if round_number % 2 == 0 else list(reversed(settings))
             for name in order:
                 env_extra, auth = settings[name]
+                logged = log.stat().st_size if log.exists() else 0
                 with Server(database_url, {**common, **env_extra}, workers, log) as server:
                     asyncio.run(drive(server.base, auth, reads[:50], args.clients, "warm-up"))
                     for kind, paths in (("read", reads), ("search", searches)):
@@ -288,6 +302,7 @@ def main() -> None:
                         if key not in best or figures.throughput > best[key].throughput:
                             best[key] = figures
                         cpu_ms[key] = min(cpu_ms.get(key, math.inf), figures.cpu_ms)
+                batches.setdefault(name, []).extend(audit_batches(log, logged))
         print(
             f"\n{'workload':<10}{'setting':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'overhead':>10}"
             f"{'CPU ms/req':>12}{'CPU overhead':>14}"
@@ -307,6 +322,13 @@ def main() -> None:
             "\nover the rounds (the database server's not counted); CPU overhead: the throughput a CPU-bound server"
             "\nloses against 'off' (1 - cpu_off / cpu)."
         )
+        for name, counts in batches.items():
+            if counts:
+                events, written = sum(c[0] for c in counts), sum(c[1] for c in counts)
+                largest = max(c[2] for c in counts)
+                print(
+                    f"audit batches ({name}): {written}, of {events / written:.0f} events on average, largest {largest}"
+                )
         print("\n" + audit_chain(database_url))
     finally:
         if args.backend == "postgres":

@@ -58,6 +58,10 @@ class AuditTrail:
         self._sealed = 0
         """The last spool segment ended; its events and those of every segment before it are written or queued."""
         self._discarded = 0
+        self.written = 0
+        """Events written by this trail (for the log line at shutdown)."""
+        self.batches = 0
+        self.largest = 0
 
     def record(self, access: Access) -> None:
         """Queue one request's access (cheap: no database work on the request path)."""
@@ -79,28 +83,37 @@ class AuditTrail:
         """Write every queued event now; how many were written."""
         written = 0
         with self._write_lock:
-            while True:
-                with self._queue_lock:
-                    ended, descriptor = self.spool.rotate() if self.spool is not None else (0, None)
-                    batch = list(self._queue)
-                    self._queue.clear()
-                self._sealed = max(self._sealed, ended)  # the batch holds every event of the segments up to it
-                if not batch:
-                    return written
-                try:
-                    Spool.seal(descriptor)  # outside the lock: requests queue on while the file is synced
-                    with unit_of_work(self.engine) as conn:
-                        write_events(conn, batch)
-                        if self._sealed > self._discarded:
-                            mark_written(conn, self.spool.name, self._sealed)  # type: ignore[union-attr]
-                except BaseException:
-                    with self._queue_lock:
-                        self._queue.extendleft(reversed(batch))
-                    raise
+            while batch := self._write_batch():
+                written += batch
+        return written
+
+    def _write_batch(self) -> int:
+        """Write what is queued now as one batch (one ``fsync``, one transaction); how many events. Under
+        ``_write_lock``."""
+        with self._queue_lock:
+            ended, descriptor = self.spool.rotate() if self.spool is not None else (0, None)
+            batch = list(self._queue)
+            self._queue.clear()
+        self._sealed = max(self._sealed, ended)  # the batch holds every event of the segments up to it
+        if not batch:
+            return 0
+        try:
+            Spool.seal(descriptor)  # outside the lock: requests queue on while the file is synced
+            with unit_of_work(self.engine) as conn:
+                write_events(conn, batch)
                 if self._sealed > self._discarded:
-                    self.spool.discard(self._discarded + 1, self._sealed)  # type: ignore[union-attr]
-                    self._discarded = self._sealed
-                written += len(batch)
+                    mark_written(conn, self.spool.name, self._sealed)  # type: ignore[union-attr]
+        except BaseException:
+            with self._queue_lock:
+                self._queue.extendleft(reversed(batch))
+            raise
+        if self._sealed > self._discarded:
+            self.spool.discard(self._discarded + 1, self._sealed)  # type: ignore[union-attr]
+            self._discarded = self._sealed
+        self.written += len(batch)
+        self.batches += 1
+        self.largest = max(self.largest, len(batch))
+        return len(batch)
 
     def recover(self) -> int:
         """Write the events that processes killed before their flush left in the spool; how many."""
@@ -122,6 +135,8 @@ class AuditTrail:
         else:
             if self.spool is not None and self.spool.close():
                 forget(self.engine, self.spool.name)
+        if self.batches:
+            log.info("wrote %d audit events in %d batches (largest %d)", self.written, self.batches, self.largest)
         self._stop.clear()
 
     def _start(self) -> None:
@@ -131,12 +146,16 @@ class AuditTrail:
                 self._thread.start()
 
     def _loop(self) -> None:
+        """One batch per ``interval`` (sooner when ``batch_size`` events wait): events that arrive while a batch
+        is written wait for the next one rather than making a batch of their own, so that under load each
+        ``fsync``, spool file and transaction carries many events."""
         backoff = self.interval
         while not self._stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                self.flush()
+                with self._write_lock:
+                    self._write_batch()
                 backoff = self.interval
             except Exception:
                 backoff = min(MAX_BACKOFF_SECONDS, backoff * 4)
