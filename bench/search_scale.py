@@ -212,7 +212,10 @@ def searches(conn: Connection, patients: int) -> dict[str, Search]:
     identifiers = [
         row[0]
         for row in conn.execute(
-            text("SELECT code FROM idx_token WHERE res_type = 'Patient' AND param = 'identifier' AND system = :s"),
+            text(
+                "SELECT code FROM idx_token t JOIN search_param_ids p ON p.param_id = t.param_id "
+                "WHERE p.res_type = 'Patient' AND p.param = 'identifier' AND t.system = :s"
+            ),
             {"s": RESIDENT_ID_SYSTEM},
         ).fetchmany(2000)
     ]

@@ -21,13 +21,13 @@ from sqlalchemy import (
     Table,
     delete,
     event,
-    insert,
     select,
     text,
     update,
 )
 
 from fhir_server.repository import Version
+from fhir_server.storage.inserts import insert_rows
 from fhir_server.storage.tables import PK, metadata
 
 outbox = Table(
@@ -74,8 +74,9 @@ def record_writes(conn: Connection, versions: Sequence[Version]) -> None:
     """Repository write hook: an outbox row per new version, in the same transaction."""
     if not versions:
         return
-    conn.execute(
-        insert(outbox),
+    insert_rows(
+        conn,
+        outbox,
         [
             {
                 "res_pk": v.res_pk,

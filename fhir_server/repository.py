@@ -19,12 +19,12 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, or_,
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.errors import FhirError, gone, invalid, not_found, precondition_failed
-from fhir_server.search.index import index_rows
+from fhir_server.search.index import as_stored, index_rows, stored_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.search.values import from_micros
 from fhir_server.storage.codec import decode_body, encode_body
 from fhir_server.storage.engine import is_postgres
-from fhir_server.storage.inserts import insert_many, insert_rows
+from fhir_server.storage.inserts import delete_many, insert_many, insert_rows
 from fhir_server.storage.tables import INDEX_TABLES, resource_versions, resources
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -62,6 +62,18 @@ class Version:
         if self.body is None:
             raise gone(f"{self.res_type}/{self.res_id} was deleted (version {self.version}).")
         return orjson.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCreate:
+    """A new resource stamped, serialised and indexed before its unit of work's first statement."""
+
+    res_id: str
+    ts: int
+    owner: str | None
+    body: bytes
+    rows: dict[str, list[dict[str, Any]]]
+    """Index rows as :func:`~fhir_server.search.index.index_rows` gives them (no ``res_pk`` yet)."""
 
 
 @dataclass(frozen=True)
@@ -225,32 +237,57 @@ class Repository:
         ts = _now()
         owner = self._owner(resource)
         body = _stamp(resource, res_id, 1, ts)
-        res_pk = conn.execute(
-            insert(resources)
-            .values(res_type=res_type, res_id=res_id, version=1, ts=ts, deleted=False, owner_org=owner)
-            .returning(resources.c.res_pk)
-        ).scalar_one()
-        self._write_version(conn, res_pk, res_type, 1, ts, method, body)
-        self._write_index(conn, res_pk, res_type, resource, replace=False)
+        values = {"res_type": res_type, "res_id": res_id, "version": 1, "ts": ts, "deleted": False, "owner_org": owner}
+        res_pk = conn.execute(_NEW_RESOURCE, values).scalar_one()
+        self._write_version(conn, res_pk, res_type, 1, ts, method, body, resource)
         written = Version(res_type, res_id, 1, ts, method, body, res_pk)
         self._written(conn, [written])
         return WriteResult(written, created=True)
 
-    def create_many(self, conn: Connection, items: list[tuple[dict[str, Any], str]]) -> list[Version]:
-        """Bulk create of new resources ``(resource, id)``: one statement per table, not per resource."""
+    def prepare_creates(self, items: Sequence[tuple[dict[str, Any], str]]) -> list[PreparedCreate]:
+        """Stamp, serialise and index new resources ``(resource, id)`` without the database, before the unit of
+        work's first statement: SQLite writers hold the write lock from there to commit (docs/PERFORMANCE.md).
+
+        Their ``lastUpdated`` is taken now. :meth:`create_many` uses what a before-write hook left unchanged.
+        """
+        ts = _now()
+        return [self._prepare(resource, res_id, ts) for resource, res_id in items]
+
+    def _prepare(self, resource: dict[str, Any], res_id: str, ts: int) -> PreparedCreate:
+        owner = self._owner(resource)
+        body = _stamp(resource, res_id, 1, ts)
+        return PreparedCreate(res_id, ts, owner, body, index_rows(self.registry, resource["resourceType"], resource))
+
+    def create_many(
+        self,
+        conn: Connection,
+        items: list[tuple[dict[str, Any], str]],
+        prepared: Sequence[PreparedCreate] | None = None,
+    ) -> list[Version]:
+        """Bulk create of new resources ``(resource, id)``: one statement per table, not per resource.
+
+        ``prepared`` (:meth:`prepare_creates` of the same items) is used for every resource that is still what
+        was prepared; one a hook amended since is prepared again.
+        """
         if not items:
             return []
-        ts = _now()
+        ts = prepared[0].ts if prepared else _now()
+        ready = []
+        for i, (resource, res_id) in enumerate(items):
+            done = prepared[i] if prepared else None
+            if done is None or done.res_id != res_id or orjson.dumps(resource) != done.body:
+                done = self._prepare(resource, res_id, ts)
+            ready.append(done)
         rows = [
             {
                 "res_type": r["resourceType"],
-                "res_id": res_id,
+                "res_id": done.res_id,
                 "version": 1,
                 "ts": ts,
                 "deleted": False,
-                "owner_org": self._owner(r),
+                "owner_org": done.owner,
             }
-            for r, res_id in items
+            for (r, _), done in zip(items, ready, strict=True)
         ]
         pks = (
             conn.execute(insert(resources).returning(resources.c.res_pk, sort_by_parameter_order=True), rows)
@@ -259,10 +296,9 @@ class Repository:
         )
         versions, index_batches = [], {}
         version_rows = []
-        for (resource, res_id), res_pk in zip(items, pks, strict=True):
+        for (resource, res_id), done, res_pk in zip(items, ready, pks, strict=True):
             res_type = resource["resourceType"]
-            body = _stamp(resource, res_id, 1, ts)
-            versions.append(Version(res_type, res_id, 1, ts, "POST", body, res_pk))
+            versions.append(Version(res_type, res_id, 1, ts, "POST", done.body, res_pk))
             version_rows.append(
                 {
                     "res_pk": res_pk,
@@ -270,12 +306,10 @@ class Repository:
                     "res_type": res_type,
                     "ts": ts,
                     "method": "POST",
-                    "body": _deflate(body),
+                    "body": _deflate(done.body),
                 }
             )
-            for param_type, index in index_rows(self.registry, res_type, resource).items():
-                for row in index:
-                    row["res_pk"], row["res_type"] = res_pk, res_type
+            for param_type, index in as_stored(conn, res_type, done.rows, res_pk).items():
                 index_batches.setdefault(param_type, []).extend(index)
         batches = {INDEX_TABLES[param_type]: batch for param_type, batch in index_batches.items()}
         insert_many(conn, {resource_versions: version_rows, **batches})
@@ -315,8 +349,9 @@ class Repository:
         ).rowcount
         if bumped != 1:
             raise precondition_failed(f"{res_type}/{res_id} was changed concurrently; retry with its new version.")
-        self._write_version(conn, existing.res_pk, res_type, version, ts, method, body)
-        self._write_index(conn, existing.res_pk, res_type, resource, replace=not existing.deleted)
+        if not existing.deleted:
+            self._drop_index(conn, existing.res_pk)
+        self._write_version(conn, existing.res_pk, res_type, version, ts, method, body, resource)
         created = existing.deleted
         written = Version(res_type, res_id, version, ts, method, body, existing.res_pk)
         self._written(conn, [written])
@@ -343,8 +378,7 @@ class Repository:
         if bumped != 1:
             raise precondition_failed(f"{res_type}/{res_id} was changed concurrently; retry.")
         self._write_version(conn, existing.res_pk, res_type, version, ts, "DELETE", None)
-        for table in INDEX_TABLES.values():
-            conn.execute(delete(table).where(table.c.res_pk == existing.res_pk))
+        self._drop_index(conn, existing.res_pk)
         tombstone = Version(res_type, res_id, version, ts, "DELETE", None, existing.res_pk)
         self._written(conn, [tombstone])
         return tombstone
@@ -381,20 +415,27 @@ class Repository:
         ts: int,
         method: str,
         body: bytes | None,
+        resource: dict[str, Any] | None = None,
     ) -> None:
+        """The version row and the index rows of ``resource``: one statement on PostgreSQL (the caller has
+        removed the index rows of an earlier version)."""
         row = {"res_pk": res_pk, "version": version, "res_type": res_type, "ts": ts, "method": method}
-        insert_rows(conn, resource_versions, [{**row, "body": _deflate(body)}])
+        batches = {resource_versions: [{**row, "body": _deflate(body)}]}
+        if resource is not None:
+            for param_type, rows in stored_rows(conn, self.registry, res_type, resource, res_pk).items():
+                batches[INDEX_TABLES[param_type]] = rows
+        insert_many(conn, batches)
 
     def _write_index(
         self, conn: Connection, res_pk: int, res_type: str, resource: dict[str, Any], *, replace: bool
     ) -> None:
         if replace:
-            for table in INDEX_TABLES.values():
-                conn.execute(delete(table).where(table.c.res_pk == res_pk))
-        for param_type, rows in index_rows(self.registry, res_type, resource).items():
-            for row in rows:
-                row["res_pk"], row["res_type"] = res_pk, res_type
+            self._drop_index(conn, res_pk)
+        for param_type, rows in stored_rows(conn, self.registry, res_type, resource, res_pk).items():
             insert_rows(conn, INDEX_TABLES[param_type], rows)
+
+    def _drop_index(self, conn: Connection, res_pk: int) -> None:
+        delete_many(conn, tuple(INDEX_TABLES.values()), "res_pk", res_pk)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -484,6 +525,9 @@ def _inflate(body: bytes | None) -> bytes | None:
     return None if body is None else decode_body(body)
 
 
+_NEW_RESOURCE = insert(resources).returning(resources.c.res_pk)
+"""A new resource row, built once."""
+
 _CURRENT_VERSION = and_(
     resource_versions.c.res_pk == resources.c.res_pk, resource_versions.c.version == resources.c.version
 )
@@ -515,6 +559,7 @@ def expect_id(resource: dict[str, Any], url_id: str) -> None:
 
 __all__ = [
     "FhirError",
+    "PreparedCreate",
     "Repository",
     "StampHook",
     "Version",

@@ -21,7 +21,7 @@ from fhir_server.access import UNRESTRICTED, Access
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, Issue, http_status, invalid, operation_outcome
 from fhir_server.operations import bundle as bundle_operations
-from fhir_server.repository import Version, check_id, instant
+from fhir_server.repository import PreparedCreate, Version, check_id, instant
 from fhir_server.search.custom import sync_custom_parameters
 from fhir_server.service import FhirService
 
@@ -141,7 +141,8 @@ class BundleProcessor:
                     self.service.validate(entry.resource)
                 except FhirError as error:
                     raise _at_entry(error, entry) from None
-        sync_custom_parameters(conn, self.service.registry)
+        # Without conditions, ids, references and the new resources' rows need no statement: they are ready
+        # before the first one, which on SQLite enters the writers' queue (docs/PERFORMANCE.md).
         self._lock_conditions(conn, entries)
         mapping = self._assign(conn, entries)
         for entry in entries:
@@ -149,9 +150,12 @@ class BundleProcessor:
                 _rewrite(entry.resource, mapping, lambda ref, e=entry: self._conditional_reference(conn, ref, e))
         ordered = sorted(entries, key=lambda e: (e.rank, e.index))
         new = [e for e in ordered if e.method == "POST" and not e.is_operation and "existing" not in e.response]
+        prepared = self.service.repository.prepare_creates([_new_item(e) for e in new])
+        if sync_custom_parameters(conn, self.service.registry):
+            prepared = []  # the stored SearchParameters changed: the rows are extracted again
         for entry in ordered:
             if entry.method == "POST" and new:
-                self._create_all(conn, new, prefer)
+                self._create_all(conn, new, prefer, prepared)
                 new = []
             if entry.response.get("response"):
                 continue
@@ -225,15 +229,16 @@ class BundleProcessor:
                     mapping[absolute["ref"]] = entry.target
         return mapping
 
-    def _create_all(self, conn: Connection, entries: list[Entry], prefer: str) -> None:
+    def _create_all(self, conn: Connection, entries: list[Entry], prefer: str, prepared: list[PreparedCreate]) -> None:
         """The fast path: every new resource of the bundle written with bulk inserts."""
-        items = [(e.resource, e.target.split("/", 1)[1]) for e in entries]  # type: ignore[union-attr]
+        items = [_new_item(e) for e in entries]
         for entry, (resource, res_id) in zip(entries, items, strict=True):
             try:
-                self.service.prepare_write(conn, resource["resourceType"], res_id, resource)  # type: ignore[index]
+                self.service.prepare_write(conn, resource["resourceType"], res_id, resource)
             except FhirError as error:
                 raise _at_entry(error, entry) from None
-        for entry, version in zip(entries, self.service.repository.create_many(conn, items), strict=True):  # type: ignore[arg-type]
+        versions = self.service.repository.create_many(conn, items, prepared or None)
+        for entry, version in zip(entries, versions, strict=True):
             entry.response = _response(version, 201, prefer, self.service.warnings(entry.resource))  # type: ignore[arg-type]
 
     def _conditional_reference(self, conn: Connection, reference: str, entry: Entry) -> str:
@@ -340,6 +345,11 @@ class BundleProcessor:
                 savepoint.rollback()
                 entry.response = {"response": {"status": str(http_status(error)), "outcome": error.outcome()}}
         return {"resourceType": "Bundle", "type": "batch-response", "entry": [e.response for e in entries]}
+
+
+def _new_item(entry: Entry) -> tuple[dict[str, Any], str]:
+    """``(resource, id)`` of a POST entry whose id is assigned."""
+    return entry.resource, entry.target.split("/", 1)[1]  # type: ignore[return-value,union-attr]
 
 
 def _at_entry(error: FhirError, entry: Entry) -> FhirError:

@@ -38,6 +38,7 @@ def _prepared(documents: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]
     registry = default_registry()
     ts = time.time_ns() // 1000
     rows: dict[str, list[tuple[Any, ...]]] = {"resources": [], "resource_versions": []}
+    param_ids: dict[tuple[str, str], int] = {}  # as search_param_ids gives them: 1, 2, … in order of meeting
     for pk, resource in enumerate(documents, start=1):
         res_type = resource["resourceType"]
         resource = dict(resource)
@@ -50,9 +51,9 @@ def _prepared(documents: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]
         for param_type, index in index_rows(registry, res_type, resource).items():
             table = INDEX_TABLES[param_type]
             names = [c.name for c in table.columns]
-            rows.setdefault(table.name, []).extend(
-                tuple({"res_pk": pk, "res_type": res_type, **row}.get(n) for n in names) for row in index
-            )
+            for row in index:
+                row["param_id"] = param_ids.setdefault((res_type, row["param"]), len(param_ids) + 1)
+            rows.setdefault(table.name, []).extend(tuple({"res_pk": pk, **row}.get(n) for n in names) for row in index)
     return rows
 
 

@@ -12,12 +12,14 @@ import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, func, insert, select, text, union_all, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
 
 from ehr_archive.mpi.records import Member
+from fhir_server.storage.inserts import insert_many
 from fhir_server.storage.tables import (
     mpi_blocking_keys,
     mpi_distinct,
@@ -58,7 +60,7 @@ def now_micros() -> int:
 
 def _record(row: Any) -> Record:
     return Record(
-        row.source_id, row.golden_id, row.link_kind, row.active, orjson.loads(row.demographics), row.updated_at
+        row.source_id, row.golden_id, row.link_kind, bool(row.active), orjson.loads(row.demographics), row.updated_at
     )
 
 
@@ -75,11 +77,6 @@ def goldens_among(conn: Connection, ids: Iterable[str]) -> set[str]:
     if not wanted:
         return set()
     return set(conn.execute(select(mpi_goldens.c.golden_id).where(mpi_goldens.c.golden_id.in_(wanted))).scalars())
-
-
-def add_golden(conn: Connection, golden_id: str) -> None:
-    """Reserve the id of a new golden (its first version may be written after commit)."""
-    conn.execute(insert(mpi_goldens).values(golden_id=golden_id, active=True))
 
 
 def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
@@ -110,6 +107,20 @@ def get_record(conn: Connection, source_id: str) -> Record | None:
     return _record(row) if row is not None else None
 
 
+def golden_or_record(conn: Connection, patient_id: str) -> tuple[bool, Record | None]:
+    """Whether ``patient_id`` is a golden, and its record if it is a filed source: one statement."""
+    row = conn.execute(_GOLDEN_OR_RECORD, {"patient_id": patient_id}).one()
+    return bool(row.is_golden), (_record(row) if row.source_id is not None else None)
+
+
+_GOLDEN_OR_RECORD = text(
+    f"SELECT g.golden_id IS NOT NULL AS is_golden, r.source_id, r.golden_id, r.link_kind, r.active, r.demographics, "
+    f"r.updated_at FROM (SELECT 1 AS one) AS o "
+    f"LEFT JOIN {mpi_goldens.name} AS g ON g.golden_id = :patient_id "
+    f"LEFT JOIN {mpi_records.name} AS r ON r.source_id = :patient_id"
+)
+
+
 def members(conn: Connection, golden_id: str) -> list[Record]:
     rows = conn.execute(
         select(mpi_records).where(mpi_records.c.golden_id == golden_id).order_by(mpi_records.c.source_id)
@@ -127,30 +138,38 @@ def save_record(
     keys: Iterable[str],
     active: bool = True,
     new: bool = False,
+    new_golden: bool = False,
+    queue: Iterable[str] = (),
 ) -> None:
     """Insert or replace a record and its blocking keys (an inactive record keeps none); ``new``: the caller
-    knows there is no row yet (two statements instead of four)."""
+    knows there is no row yet; ``new_golden``: reserve the id of a new golden too; ``queue``: goldens
+    to rebuild after commit (:func:`queue_golden`). A new record is one statement on PostgreSQL."""
+    stamp = now_micros()
     values = {
         "golden_id": golden_id,
         "link_kind": link_kind,
         "active": active,
         "demographics": orjson.dumps(demographics).decode(),
-        "updated_at": now_micros(),
+        "updated_at": stamp,
     }
+    batches: dict[Table, list[dict[str, Any]]] = {}
+    if new_golden:
+        batches[mpi_goldens] = [{"golden_id": golden_id, "active": True}]
     exists = (
         None
         if new
         else conn.execute(select(mpi_records.c.source_id).where(mpi_records.c.source_id == source_id)).first()
     )
     if exists is None:
-        conn.execute(insert(mpi_records).values(source_id=source_id, **values))
+        batches[mpi_records] = [{"source_id": source_id, **values}]
     else:
         conn.execute(update(mpi_records).where(mpi_records.c.source_id == source_id).values(**values))
     if not new:
         conn.execute(delete(mpi_blocking_keys).where(mpi_blocking_keys.c.source_id == source_id))
     hashes = sorted({key_hash(key) for key in keys}) if active else []
-    if hashes:
-        conn.execute(insert(mpi_blocking_keys), [{"key_hash": h, "source_id": source_id} for h in hashes])
+    batches[mpi_blocking_keys] = [{"key_hash": h, "source_id": source_id} for h in hashes]
+    batches[mpi_golden_queue] = [{"golden_id": g, "queued_at": stamp} for g in queue]
+    insert_many(conn, batches)
 
 
 def relink(conn: Connection, source_id: str, golden_id: str, link_kind: str) -> None:
@@ -165,27 +184,30 @@ def remove_record(conn: Connection, source_id: str) -> None:
 
 
 def candidates(conn: Connection, keys: Iterable[str], *, exclude: str | None = None) -> list[Record]:
-    """Active records sharing a blocking key with ``keys``: an index probe per key (one statement for all),
-    blocks over :data:`MAX_BLOCK_SIZE` skipped."""
+    """Active records sharing a blocking key with ``keys``, by source id: an index probe per key, blocks over
+    :data:`MAX_BLOCK_SIZE` skipped, in one statement whose text is built once per number of keys."""
     hashes = sorted({key_hash(key) for key in keys})
     if not hashes:
         return []
-    k = mpi_blocking_keys.c
-    probes = [
-        select(k.key_hash, k.source_id).where(k.key_hash == h).limit(MAX_BLOCK_SIZE + 1).subquery() for h in hashes
-    ]
-    query = union_all(*(select(p.c.key_hash, p.c.source_id) for p in probes))
-    blocks: dict[int, list[str]] = {}
-    for row in conn.execute(query):
-        blocks.setdefault(row.key_hash, []).append(row.source_id)
-    found = {i for ids in blocks.values() if len(ids) <= MAX_BLOCK_SIZE for i in ids}
-    found.discard(exclude)  # type: ignore[arg-type]
-    if not found:
-        return []
-    rows = conn.execute(
-        select(mpi_records).where(mpi_records.c.source_id.in_(sorted(found)), mpi_records.c.active.is_(True))
-    )
+    sql = _candidates_statement(conn.dialect.paramstyle == "qmark", len(hashes))
+    rows = conn.exec_driver_sql(sql, (*hashes, exclude or ""))
     return [_record(row) for row in rows]
+
+
+@cache
+def _candidates_statement(qmark: bool, keys: int) -> str:
+    marker = "?" if qmark else "%s"
+    keys_table, records_table = mpi_blocking_keys.name, mpi_records.name
+    probe = f"SELECT key_hash, source_id FROM {keys_table} WHERE key_hash = {marker} LIMIT {MAX_BLOCK_SIZE + 1}"
+    probes = " UNION ALL ".join(f"SELECT * FROM ({probe}) AS p{i}" for i in range(keys))
+    return (
+        f"WITH probes AS ({probes}), usable AS "
+        f"(SELECT key_hash FROM probes GROUP BY key_hash HAVING count(*) <= {MAX_BLOCK_SIZE}) "
+        "SELECT r.source_id, r.golden_id, r.link_kind, r.active, r.demographics, r.updated_at "
+        f"FROM {records_table} AS r WHERE r.active AND r.source_id IN "
+        "(SELECT source_id FROM probes WHERE key_hash IN (SELECT key_hash FROM usable)) "
+        f"AND r.source_id <> {marker} ORDER BY r.source_id"
+    )
 
 
 def owned_members(conn: Connection, golden_ids: Iterable[str], org: str) -> dict[str, list[Record]]:

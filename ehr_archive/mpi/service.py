@@ -114,16 +114,15 @@ class MasterPatientIndex:
     def __call__(self, conn: Connection, res_type: str, res_id: str, resource: dict[str, Any] | None) -> None:
         if res_type != "Patient":
             return
-        if links.golden_active(conn, res_id) is not None:
-            raise golden_refused(f"Patient/{res_id} is a golden Patient")
-        if resource is not None and is_golden(resource):
-            raise golden_refused("The Patient carries the golden-record tag")
         defer = self.rebuild != "inline"
-        with acting_as(SYSTEM):  # goldens and review Tasks belong to the exchange, not to the writing institution
-            if resource is None:
+        if resource is None:
+            if links.golden_active(conn, res_id) is not None:
+                raise golden_refused(f"Patient/{res_id} is a golden Patient")
+            with acting_as(SYSTEM):
                 self.forget_record(conn, res_id, defer=defer)
-            else:
-                self.file_record(conn, res_id, resource, defer=defer)
+            return
+        with acting_as(SYSTEM):  # goldens and review Tasks belong to the exchange, not to the writing institution
+            self.file_record(conn, res_id, resource, defer=defer, refuse_golden=True)
 
     # -- matching ------------------------------------------------------------------------------------------------
 
@@ -150,19 +149,33 @@ class MasterPatientIndex:
 
     # -- filing records ------------------------------------------------------------------------------------------
 
-    def file_record(self, conn: Connection, source_id: str, patient: dict[str, Any], *, defer: bool = False) -> str:
+    def file_record(
+        self,
+        conn: Connection,
+        source_id: str,
+        patient: dict[str, Any],
+        *,
+        defer: bool = False,
+        refuse_golden: bool = False,
+    ) -> str:
         """Match a record about to be stored, link it (amending its ``link``), refresh goldens; the golden id.
 
         ``defer``: the goldens it joined or left are queued and rebuilt after commit (:meth:`rebuild_pending`).
+        ``refuse_golden``: a write of a golden Patient (by id or by its tag) is refused (the write hook).
         """
         record = person_record_from_patient(patient, source_id)
         keys = blocking_keys(record)
         links.lock_keys(conn, keys)
-        existing = links.get_record(conn, source_id)
+        golden, existing = links.golden_or_record(conn, source_id)
+        if refuse_golden and golden:
+            raise golden_refused(f"Patient/{source_id} is a golden Patient")
+        if refuse_golden and is_golden(patient):
+            raise golden_refused("The Patient carries the golden-record tag")
         refused = links.distinct_goldens(conn, source_id) if existing is not None else set()
         scored = {g: v for g, v in self.score_candidates(conn, record, exclude=source_id).items() if g not in refused}
         certain = [g for g, (r, _) in scored.items() if r.grade is MatchGrade.CERTAIN]
         best_certain = max(certain, key=lambda g: rank(scored[g][0]), default=None)
+        new_golden = False
         if existing is not None and existing.link_kind in ("manual", "merged"):
             golden_id, kind = existing.golden_id, existing.link_kind
         elif best_certain is not None:
@@ -170,8 +183,8 @@ class MasterPatientIndex:
         elif existing is not None and self._still_fits(conn, existing, record):
             golden_id, kind = existing.golden_id, existing.link_kind
         else:
-            golden_id, kind = str(uuid.uuid4()), "new"
-            links.add_golden(conn, golden_id)  # reserved before its first version, which may come after commit
+            golden_id, kind = str(uuid.uuid4()), "new"  # reserved below: its first version may come after commit
+            new_golden = True  # (an existing record that still fits keeps its golden, kind "new" or not)
         reviews = sorted(
             ((g, r) for g, (r, _) in scored.items() if g != golden_id and r.grade is not MatchGrade.CERTAIN),
             key=lambda item: rank(item[1]),
@@ -180,6 +193,9 @@ class MasterPatientIndex:
         if reviews and kind == "new":
             kind = "review"
         merged_away = existing is not None and existing.link_kind == "merged" and not existing.active
+        changed = [golden_id]
+        if existing is not None and existing.golden_id != golden_id:
+            changed.append(existing.golden_id)
         links.save_record(
             conn,
             source_id,
@@ -189,11 +205,14 @@ class MasterPatientIndex:
             keys=keys,
             active=not merged_away,
             new=existing is None,
+            new_golden=new_golden,
+            queue=changed if defer else (),
         )
         with_golden_link(patient, golden_id, links.goldens_among(conn, _link_targets(patient)))
-        self.golden_changed(conn, golden_id, defer=defer)
-        if existing is not None and existing.golden_id != golden_id:
-            self.golden_changed(conn, existing.golden_id, defer=defer)
+        for changed_id in changed if not defer else ():
+            self.refresh_golden(conn, changed_id)
+        if defer:
+            self._rebuild_after_commit(conn)
         if existing is not None and golden_id == best_certain and kind == "auto":
             self._close_settled_tasks(conn, source_id, golden_id, scored, {g for g, _ in reviews})
         if reviews:
@@ -285,6 +304,10 @@ class MasterPatientIndex:
             self.refresh_golden(conn, golden_id)
             return
         links.queue_golden(conn, golden_id)
+        self._rebuild_after_commit(conn)
+
+    def _rebuild_after_commit(self, conn: Connection) -> None:
+        """This unit of work queued goldens: rebuild them once it has ended."""
         conn.info[self._flag] = True
         self._listen(conn.engine)
 

@@ -19,6 +19,7 @@ from fhir_server.errors import invalid
 from fhir_server.repository import Repository
 from fhir_server.search.extract import extract
 from fhir_server.search.index import split_reference
+from fhir_server.search.param_ids import ids_named
 from fhir_server.search.parameters import Registry
 from fhir_server.search.query import filtered
 from fhir_server.search.request import RESULT_PARAMETERS, parse_request
@@ -217,7 +218,7 @@ def _in_compartment(r: Any, res_type: str, members: list[str] | None) -> Any:
     if not params:
         return false()
     x = reference_index
-    link = [x.c.res_pk == r.c.res_pk, x.c.param.in_(params), x.c.target_type == "Patient"]
+    link = [x.c.res_pk == r.c.res_pk, x.c.param_id.in_(ids_named(params, [res_type])), x.c.target_type == "Patient"]
     if members is not None:
         link.append(x.c.target_id.in_(members))
     return exists().where(*link)

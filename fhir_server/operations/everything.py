@@ -31,7 +31,7 @@ from fhir_server.operations.base import Invocation, Operation
 from fhir_server.operations.inputs import bad_input, text_value
 from fhir_server.repository import Version
 from fhir_server.search.values import search_date
-from fhir_server.storage.tables import date_index, reference_index, resources
+from fhir_server.storage.tables import date_index, reference_index, resources, search_param_ids
 
 REFERENCED_TYPES = (
     "Practitioner",
@@ -164,8 +164,11 @@ def record_keys(conn: Connection, patient_id: str, start: int | None, end: int |
     r = resources.c
     patient = select(r.res_pk).where(r.res_type == "Patient", r.res_id == patient_id, r.deleted.is_(False))
     link = reference_index.alias("link")
-    links = select(link.c.res_pk, link.c.res_type, link.c.param).where(
-        link.c.target_type == "Patient", link.c.target_id == patient_id
+    named = search_param_ids.c
+    links = (
+        select(link.c.res_pk, named.res_type, named.param)
+        .join_from(link, search_param_ids, named.param_id == link.c.param_id)
+        .where(link.c.target_type == "Patient", link.c.target_id == patient_id)
     )
     if start is not None or end is not None:
         links = links.where(_care_in_range(link.c.res_pk, start, end))
@@ -176,12 +179,13 @@ def record_keys(conn: Connection, patient_id: str, start: int | None, end: int |
         return []
     out = reference_index.c
     targets: dict[str, set[str]] = {}
-    for target_type, target_id in conn.execute(  # distinct targets only: the rows stay in the database
-        select(out.target_type, out.target_id)
-        .distinct()
-        .where(out.res_pk.in_(_pk_set(conn, sorted(sources))), out.target_type.in_(REFERENCED_TYPES))
+    # Distinct targets only: the rows stay in the database. The type is filtered here, not in SQL: with a
+    # `target_type IN (…)` term SQLite plans through ix_reference_target, every reference to those types.
+    for target_type, target_id in conn.execute(
+        select(out.target_type, out.target_id).distinct().where(out.res_pk.in_(_pk_set(conn, sorted(sources))))
     ):
-        targets.setdefault(target_type, set()).add(target_id)
+        if target_type in REFERENCED_TYPES:
+            targets.setdefault(target_type, set()).add(target_id)
     if not targets:
         return sorted(sources)
     referenced = select(r.res_pk).where(
@@ -205,10 +209,15 @@ def compartment(patient_id: str | None, start: int | None, end: int | None) -> S
     else:
         p = resources.alias("patient")
         target = link.c.target_id.in_(select(p.c.res_id).where(p.c.res_type == "Patient", p.c.deleted.is_(False)))
-    member_of = or_(
-        *(
-            and_(link.c.res_type == t, link.c.param.in_(params))
-            for t, params in definitions.compartment("Patient").items()
+    named = search_param_ids.c
+    member_of = link.c.param_id.in_(
+        select(named.param_id).where(
+            or_(
+                *(
+                    and_(named.res_type == t, named.param.in_(params))
+                    for t, params in definitions.compartment("Patient").items()
+                )
+            )
         )
     )
     query = select(link.c.res_pk).where(link.c.target_type == "Patient", target, member_of)
@@ -276,7 +285,9 @@ def _read_cursor(token: str) -> tuple[int, int | None]:
 def _care_in_range(res_pk: Any, start: int | None, end: int | None) -> Any:
     """No care date, or one overlapping [start, end]."""
     d = date_index.alias("care")
-    is_care_date = d.c.param == case(_CARE_DATES, value=d.c.res_type, else_="date")
+    named = search_param_ids.c
+    care_dates = select(named.param_id).where(named.param == case(_CARE_DATES, value=named.res_type, else_="date"))
+    is_care_date = (d.c.param_id + 0).in_(care_dates)  # probed by res_pk, not by a (param_id, high) range
     overlap = [d.c.res_pk == res_pk, is_care_date]
     if start is not None:
         overlap.append(d.c.high >= start)

@@ -19,6 +19,7 @@ from fhir_server.errors import FhirError
 from fhir_server.operations.base import Invocation, Operation
 from fhir_server.operations.inputs import bad_input
 from fhir_server.search.custom import sync_custom_parameters
+from fhir_server.search.param_ids import lookup
 from fhir_server.search.query import filtered
 from fhir_server.search.request import RESULT_PARAMETERS, parse_request
 from fhir_server.storage.tables import date_index, reference_index, token_index
@@ -66,7 +67,7 @@ def lastn(call: Invocation, conn: Connection) -> dict[str, Any]:
     when = date_index.alias("effective")
     effective = (
         select(when.c.res_pk, func.max(when.c.high).label("high"))
-        .where(when.c.res_type == "Observation", when.c.param == "date")
+        .where(when.c.param_id == lookup(conn, "Observation", "date"))
         .group_by(when.c.res_pk)
         .subquery("latest")
     )
@@ -82,8 +83,16 @@ def lastn(call: Invocation, conn: Connection) -> dict[str, Any]:
     ranked = (
         select(matching.c.res_pk, subject_key.label("subject"), code.c.system, code.c.code, rank)
         .select_from(
-            matching.join(code, and_(code.c.res_pk == matching.c.res_pk, code.c.param == "code"))
-            .outerjoin(subject, and_(subject.c.res_pk == matching.c.res_pk, subject.c.param == "subject"))
+            matching.join(
+                code, and_(code.c.res_pk == matching.c.res_pk, code.c.param_id == lookup(conn, "Observation", "code"))
+            )
+            .outerjoin(
+                subject,
+                and_(
+                    subject.c.res_pk == matching.c.res_pk,
+                    subject.c.param_id == lookup(conn, "Observation", "subject"),
+                ),
+            )
             .outerjoin(effective, effective.c.res_pk == matching.c.res_pk)
         )
         .where(code.c.code.is_not(None))

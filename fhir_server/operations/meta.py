@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from fhir_server.operations.base import Invocation, Operation
+from fhir_server.search.param_ids import ids_named
 from fhir_server.search.query import Restriction
 from fhir_server.storage.tables import resources, token_index, uri_index
 
@@ -117,7 +118,7 @@ def _in_use(conn: Connection, res_type: str | None, restriction: Restriction | N
         query = (
             select(token_index.c.system, token_index.c.code)
             .join(resources, resources.c.res_pk == token_index.c.res_pk)
-            .where(token_index.c.param == param, *live)
+            .where(token_index.c.param_id.in_(ids_named([param], [res_type] if res_type else None)), *live)
             .distinct()
             .order_by(token_index.c.system, token_index.c.code)
         )
@@ -127,7 +128,7 @@ def _in_use(conn: Connection, res_type: str | None, restriction: Restriction | N
     query = (
         select(uri_index.c.uri)
         .join(resources, resources.c.res_pk == uri_index.c.res_pk)
-        .where(uri_index.c.param == "_profile", *live)
+        .where(uri_index.c.param_id.in_(ids_named(["_profile"], [res_type] if res_type else None)), *live)
         .distinct()
         .order_by(uri_index.c.uri)
     )

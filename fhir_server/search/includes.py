@@ -7,6 +7,7 @@ from collections import defaultdict
 from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.sql import ColumnElement
 
+from fhir_server.search import param_ids
 from fhir_server.search.predicates import table_alias
 from fhir_server.search.query import Hit, Restriction
 from fhir_server.search.request import Include
@@ -53,8 +54,11 @@ def _follow(
     conditions: list[ColumnElement[bool]] = [other.c.deleted.is_(False)]
     if restrict is not None:
         conditions.append(restrict(other, None))
-    if spec.param != "*":
-        conditions.append(link.c.param == spec.param)
+    source = None if spec.source == "*" else spec.source
+    if spec.param != "*" and source is not None:
+        conditions.append(link.c.param_id == param_ids.lookup(conn, source, spec.param))
+    elif spec.param != "*":
+        conditions.append(link.c.param_id.in_(param_ids.ids_named([spec.param])))
     if spec.target:
         conditions.append(link.c.target_type == spec.target)
     if spec.reverse:
@@ -65,8 +69,8 @@ def _follow(
             or_(*(and_(link.c.target_type == t, link.c.target_id.in_(ids)) for t, ids in by_type.items())),
             other.c.res_pk == link.c.res_pk,
         ]
-        if spec.source != "*":
-            conditions.append(link.c.res_type == spec.source)
+        if source is not None and spec.param == "*":
+            conditions.append(link.c.param_id.in_(param_ids.ids_named(None, [source])))
     else:
         sources = [hit.pk for hit in frontier if spec.source in ("*", hit.type)]
         if not sources:

@@ -14,7 +14,9 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from fhir_server.search import pinyin, ucum
+from sqlalchemy import Connection
+
+from fhir_server.search import param_ids, pinyin, ucum
 from fhir_server.search.extract import Extractor, compile_expression, root_elements
 from fhir_server.search.parameters import Registry, SearchParam
 from fhir_server.search.values import date_range, fold
@@ -67,6 +69,23 @@ def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any])
             for value in values:
                 for table, row in convert(value):  # type: ignore[misc]
                     emit(table, indexer.code if table in indexer.own_tables else indexer.identifier_code, row)
+    return rows
+
+
+def stored_rows(
+    conn: Connection, registry: Registry, resource_type: str, resource: dict[str, Any], res_pk: int
+) -> dict[str, list[Row]]:
+    """``index_rows`` as stored: with ``res_pk``, and the ``param_id`` of (type, parameter) for the parameter."""
+    return as_stored(conn, resource_type, index_rows(registry, resource_type, resource), res_pk)
+
+
+def as_stored(conn: Connection, resource_type: str, rows: dict[str, list[Row]], res_pk: int) -> dict[str, list[Row]]:
+    """Rows of :func:`index_rows` (extracted before the unit of work) made the rows :func:`stored_rows` gives."""
+    pairs = {(resource_type, row["param"]) for table_rows in rows.values() for row in table_rows}
+    ids = param_ids.assign(conn, pairs)
+    for table_rows in rows.values():
+        for row in table_rows:
+            row["param_id"], row["res_pk"] = ids[resource_type, row.pop("param")], res_pk
     return rows
 
 
@@ -141,7 +160,7 @@ def search_hash(*parts: str | None) -> int:
 
 
 def _hashed(table: str, resource_type: str, row: Row) -> Row:
-    """Token rows get ``hash_value`` / ``hash_sys_value``, string rows ``hash_prefix`` / ``hash_exact``."""
+    """Token rows get ``hash_value`` / ``hash_sys_value``, string rows ``hash_prefix``."""
     param = row["param"]
     if table == "token":
         code = row["code"]
@@ -152,7 +171,6 @@ def _hashed(table: str, resource_type: str, row: Row) -> Row:
             row["hash_sys_value"] = search_hash(resource_type, param, row["system"], code)
     elif table == "string":
         row["hash_prefix"] = search_hash(resource_type, param, row["norm"][:1])
-        row["hash_exact"] = search_hash(resource_type, param, row["exact"])
     return row
 
 

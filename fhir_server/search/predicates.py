@@ -1,8 +1,9 @@
 """SQL for search criteria: one row-condition builder per parameter type, joined to resources by EXISTS.
 
-Every criterion becomes ``EXISTS (SELECT 1 FROM idx_<type> WHERE res_pk = r.res_pk AND res_type = … AND
-param = … AND <row condition>)``; chains, ``_has``, ``_list`` and compartments nest further EXISTS through
-``idx_reference``. Index tables are aliased per use so nested subqueries never correlate by accident.
+Every criterion becomes ``EXISTS (SELECT 1 FROM idx_<type> WHERE res_pk = r.res_pk AND param_id = … AND
+<row condition>)`` (``param_id``: the resource type and parameter, ``search.param_ids``); chains, ``_has``,
+``_list`` and compartments nest further EXISTS through ``idx_reference``. Index tables are aliased per use so
+nested subqueries never correlate by accident.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from sqlalchemy import (
 
 from fhir_server.errors import FhirError
 from fhir_server.search import ucum
-from fhir_server.search.index import IDENTIFIER_SUFFIX, OF_TYPE, search_hash
+from fhir_server.search.index import IDENTIFIER_SUFFIX, MAX_TEXT, OF_TYPE, search_hash
+from fhir_server.search.param_ids import ids_named
 from fhir_server.search.request import (
     Bounds,
     Chain,
@@ -140,8 +142,10 @@ def _reads_resource_row(clause: Clause) -> bool:
 class PredicateBuilder:
     """Builds the WHERE conditions of a search for one SQL dialect (prefix matching differs)."""
 
-    def __init__(self, dialect: str, terminology: Terminology | None = None) -> None:
+    def __init__(self, dialect: str, terminology: Terminology | None = None, *, ids: Callable[[str, str], int]) -> None:
         self.dialect = dialect
+        self.ids = ids
+        """(resource type, parameter code) → its ``param_id`` (``search.param_ids.lookup``)."""
         self._aliases = itertools.count()
         self.terminology = terminology
         """Value set expansions and code system hierarchies for ``:in``, ``:not-in``, ``:above``, ``:below``."""
@@ -150,6 +154,23 @@ class PredicateBuilder:
 
     def _readable(self, table: Any, type_name: str | None) -> list[ColumnElement[bool]]:
         return [] if self.restrict is None else [self.restrict(table, type_name)]
+
+    def param_is(
+        self, table: FromClause, res_type: str | None, *codes: str, of_one_resource: bool = False
+    ) -> ColumnElement[bool]:
+        """Index rows of these parameter codes of ``res_type``; of any type when it is not known (the rows are
+        then those of one resource, whose ``res_pk`` implies its type).
+
+        ``of_one_resource``: the rows of one ``res_pk``; SQLite compares ``param_id + 0`` there, or it prefers a
+        ``(param_id, high)`` range over the whole archive to the ``res_pk`` probe (PostgreSQL weighs both by its
+        statistics, which an expression would hide).
+        """
+        one_resource = of_one_resource and self.dialect == "sqlite"
+        column = table.c.param_id + 0 if one_resource else table.c.param_id
+        if res_type is None:
+            return column.in_(ids_named(codes))
+        ids = [self.ids(res_type, code) for code in codes]
+        return column == ids[0] if len(ids) == 1 else column.in_(ids)
 
     def alias(self, table: Table) -> FromClause:
         """A fresh alias within this statement; the same names recur across statements (cached SQL)."""
@@ -214,14 +235,12 @@ class PredicateBuilder:
             c = table.c
             conditions = [a for value in clause.values for a in self.reference_alternatives(table, value)]
             alternatives = [
-                select(c.res_pk).where(c.res_type == target.type, c.param == param.code, condition)
+                select(c.res_pk).where(self.param_is(table, target.type_name, param.code), condition)
                 for condition in conditions
             ]
             return target.pk.in_(union_all(*alternatives) if len(alternatives) > 1 else alternatives[0])
         conditions = [self.row_condition(param.type, table, v, clause.modifier) for v in clause.values]
-        rows = select(table.c.res_pk).where(
-            table.c.res_type == target.type, table.c.param == param.code, or_(*conditions)
-        )
+        rows = select(table.c.res_pk).where(self.param_is(table, target.type_name, param.code), or_(*conditions))
         return target.pk.in_(rows)
 
     def first(self, rows: Any) -> Any:
@@ -248,9 +267,7 @@ class PredicateBuilder:
                 *self._readable(referred, target_type),
             )
             alternatives.append(and_(link.c.target_type == target_type, link.c.target_id.in_(self.first(ids))))
-        rows = select(link.c.res_pk).where(
-            link.c.res_type == target.type, link.c.param == clause.param.code, or_(*alternatives)
-        )
+        rows = select(link.c.res_pk).where(self.param_is(link, target.type_name, clause.param.code), or_(*alternatives))
         return target.pk.in_(self.first(rows))
 
     def driving_has(self, target: Target, clause: Has) -> ColumnElement[bool]:
@@ -260,8 +277,7 @@ class PredicateBuilder:
             return self.has(target, clause)
         link = self.alias(reference_index)
         rows = select(link.c.target_id).where(
-            link.c.res_type == clause.source_type,
-            link.c.param == clause.param.code,
+            self.param_is(link, clause.source_type, clause.param.code),
             link.c.target_type == target.type_name,
             self.driving(Target(link, clause.source_type), clause.inner),
         )
@@ -296,8 +312,12 @@ class PredicateBuilder:
                 if "|" in value.code:
                     probe = and_(probe, or_(c.text.is_(None), c.text != OF_TYPE))
                 probes.append(probe)
-            elif kind == "string" and modifier == "exact":
-                probes.append(c.hash_exact == search_hash(res_type, code, value))
+            elif kind == "string" and modifier == "exact" and len(value) < MAX_TEXT:
+                # a row's norm is its exact value folded (pinyin forms: the value itself), so the prefix index
+                # holds it under the hash of the first character of one of the two
+                norms = sorted({fold(value)[:MAX_TEXT], value})
+                hashes = sorted({search_hash(res_type, code, norm[:1]) for norm in norms})
+                probes.append(and_(c.hash_prefix.in_(hashes), c.norm.in_(norms), c.exact == value))
             elif kind == "string" and modifier is None and fold(value):
                 folded = fold(value)
                 probes.append(
@@ -310,10 +330,11 @@ class PredicateBuilder:
     def rows(self, table: FromClause, target: Target, param: str, *conditions: ColumnElement[bool]):  # type: ignore[no-untyped-def]
         """EXISTS an index row of ``param`` for the target resource that satisfies ``conditions``.
 
-        ``res_pk`` implies the resource type, which is left out so that no planner (SQLite's least of all)
-        prefers a ``(res_type, param, …)`` range to the ``res_pk`` probe for this per-resource test.
+        The subquery selects ``res_pk``, not ``*``: SQLite then reads only the index when it holds every column
+        the conditions name (``ix_date_res_param``), not each row of the table as well.
         """
-        return exists().where(table.c.res_pk == target.pk, table.c.param == param, *conditions)
+        of_param = self.param_is(table, target.type_name, param, of_one_resource=True)
+        return select(table.c.res_pk).where(table.c.res_pk == target.pk, of_param, *conditions).exists()
 
     def missing(self, target: Target, clause: Missing) -> ColumnElement[bool]:
         param = clause.param
@@ -358,8 +379,7 @@ class PredicateBuilder:
         conditions = [
             link.c.target_type == target.type,
             link.c.target_id == target.id,
-            link.c.param == clause.param.code,
-            link.c.res_type == clause.source_type,
+            self.param_is(link, clause.source_type, clause.param.code),
         ]
         if _reads_resource_row(clause.inner) or self.restrict is not None:
             source = self.alias(resources)
@@ -379,8 +399,7 @@ class PredicateBuilder:
             holder.c.res_id.in_(clause.list_ids),
             holder.c.deleted.is_(False),
             link.c.res_pk == holder.c.res_pk,
-            link.c.res_type == "List",
-            link.c.param == "item",
+            self.param_is(link, "List", "item"),
             link.c.target_type == target.type,
             link.c.target_id == target.id,
         )
@@ -394,8 +413,7 @@ class PredicateBuilder:
             link = self.alias(reference_index)
             member = exists().where(
                 link.c.res_pk == target.pk,
-                link.c.res_type == res_type,
-                link.c.param.in_(params),
+                self.param_is(link, res_type, *params, of_one_resource=True),
                 link.c.target_type == clause.type,
                 link.c.target_id == clause.id,
             )
@@ -567,7 +585,7 @@ class PredicateBuilder:
             conditions.append(
                 exists().where(
                     other.c.res_pk == first.c.res_pk,
-                    other.c.param == f"{code}${position}",
+                    self.param_is(other, target.type_name, f"{code}${position}", of_one_resource=True),
                     other.c.grp == first.c.grp,
                     self.row_condition(kind, other, parts[position], None),
                 )

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, false, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
+from fhir_server.search import param_ids
 from fhir_server.search.parameters import Registry
 from fhir_server.search.predicates import PredicateBuilder, Target, selectivity, table_alias
 from fhir_server.search.request import (
@@ -91,7 +92,7 @@ def conditions(
     *,
     restrict: Restriction | None = None,
 ) -> list[ColumnElement[bool]]:
-    builder = PredicateBuilder(conn.dialect.name, Terminology(conn))
+    builder = PredicateBuilder(conn.dialect.name, Terminology(conn), ids=lambda t, p: param_ids.lookup(conn, t, p))
     builder.restrict = restrict
     types = request.types
     target = Target(table, types[0] if len(types) == 1 else None)
@@ -154,7 +155,7 @@ def search(
         mode = "accurate" if request.total == "none" else request.total
         total, estimated = _total(conn, r, where, mode, None if explicit else count_limit)
         return Page([], total, None, None, estimated)
-    keys = [_sort_expression(r, key, i) for i, key in enumerate(request.sort)]
+    keys = [_sort_expression(conn, r, key, i, request.types) for i, key in enumerate(request.sort)]
     inner = select(r.c.res_pk.label("pk"), r.c.res_type, r.c.res_id, *(k.label(f"k{i}") for i, k in enumerate(keys)))
     page = inner.where(*where).subquery("page")
     columns = [page.c[f"k{i}"] for i in range(len(keys))]
@@ -224,7 +225,9 @@ def _planner_rows(conn: Connection, query: Select) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def _sort_expression(r: Any, key: SortKey, position: int) -> ColumnElement[Any]:
+def _sort_expression(
+    conn: Connection, r: Any, key: SortKey, position: int, types: tuple[str, ...] | list[str]
+) -> ColumnElement[Any]:
     """A resource's sort value: the lowest of its values ascending, the highest descending (R4B §3.1.1.5.2)."""
     param = key.param
     if param.code == "_id":
@@ -240,7 +243,13 @@ def _sort_expression(r: Any, key: SortKey, position: int) -> ColumnElement[Any]:
     else:
         column = {"string": c.get("norm"), "token": c.get("code"), "uri": c.get("uri")}[param.type]
     aggregate = func.max(column) if key.descending else func.min(column)
-    return select(aggregate).where(c.res_pk == r.c.res_pk, c.param == param.code).scalar_subquery()
+    # SQLite: not a (param_id, low) range over the archive but the res_pk probe (see PredicateBuilder.param_is)
+    one_resource = c.param_id + 0 if conn.dialect.name == "sqlite" else c.param_id
+    if len(types) == 1:
+        of_param = one_resource == param_ids.lookup(conn, types[0], param.code)
+    else:
+        of_param = one_resource.in_(param_ids.ids_named([param.code], types or None))
+    return select(aggregate).where(c.res_pk == r.c.res_pk, of_param).scalar_subquery()
 
 
 def _beyond(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from fhir_server.repository import Repository
-from fhir_server.search.index import index_rows
+from fhir_server.search.index import stored_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.storage.engine import WRITE
 from fhir_server.storage.tables import INDEX_TABLES, resources
@@ -49,10 +49,9 @@ def reindex(
             break
         rows: dict[str, list[dict]] = {}
         for version in repository.load_many(conn, pks):
-            for kind, table_rows in index_rows(registry, version.res_type, version.resource()).items():
-                rows.setdefault(kind, []).extend(
-                    {"res_pk": version.res_pk, "res_type": version.res_type, **row} for row in table_rows
-                )
+            stored = stored_rows(conn, registry, version.res_type, version.resource(), version.res_pk)
+            for kind, table_rows in stored.items():
+                rows.setdefault(kind, []).extend(table_rows)
         for kind, table in INDEX_TABLES.items():
             conn.execute(delete(table).where(table.c.res_pk.in_(pks)))
             if rows.get(kind):

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
 
-__all__ = ["insert_many", "insert_rows"]
+__all__ = ["delete_many", "insert_many", "insert_rows"]
 
 Values = Callable[[Mapping[str, Any]], tuple[Any, ...]]
 """A row's values in the statement's column order."""
@@ -42,6 +42,26 @@ def insert_many(conn: Connection, batches: Mapping[Table, Sequence[Mapping[str, 
     for table in tables:
         values, sql = _values_statement(conn.dialect, table)
         conn.exec_driver_sql(sql, list(map(values, batches[table])))
+
+
+def delete_many(conn: Connection, tables: Sequence[Table], column: str, value: Any) -> None:
+    """Delete the rows of every table whose ``column`` equals ``value``: one statement on PostgreSQL."""
+    if not tables:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_delete_statement(conn.dialect, tuple(tables), column), {"value": value})
+        return
+    for table in tables:
+        conn.exec_driver_sql(_delete_statement(conn.dialect, (table,), column), (value,))
+
+
+@cache
+def _delete_statement(dialect: Dialect, tables: tuple[Table, ...], column: str) -> str:
+    preparer = dialect.identifier_preparer
+    marker = "?" if dialect.paramstyle == "qmark" else "%(value)s"
+    deletes = [f"DELETE FROM {preparer.format_table(t)} WHERE {preparer.quote(column)} = {marker}" for t in tables]
+    chained = ", ".join(f"d{i} AS ({sql})" for i, sql in enumerate(deletes[:-1]))
+    return f"WITH {chained} {deletes[-1]}" if chained else deletes[-1]
 
 
 def _columns(table: Table) -> tuple[Column[Any], ...]:

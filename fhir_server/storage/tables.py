@@ -6,6 +6,8 @@ current version's values and are keyed by ``res_pk`` so that they distribute by 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -58,6 +61,26 @@ resource_versions = Table(
 )
 
 
+search_param_ids = Table(
+    "search_param_ids",
+    metadata,
+    Column("param_id", Integer, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("param", String(100), nullable=False, comment="code, code$i (composite component), code:identifier"),
+    UniqueConstraint("res_type", "param", name="uq_search_param_ids"),
+)
+"""Integer ids of (resource type, search parameter), given once per database (``search.param_ids``)."""
+
+
+def _param_id_column() -> Column:
+    return Column("param_id", Integer, nullable=False, comment="search_param_ids: resource type and parameter")
+
+
+def _present(column: str) -> dict[str, Any]:
+    """A partial index of the rows that have ``column``: every query it serves compares that column."""
+    return {"sqlite_where": text(f"{column} IS NOT NULL"), "postgresql_where": text(f"{column} IS NOT NULL")}
+
+
 def _group_column() -> Column:
     return Column("grp", Integer, nullable=True, comment="composite parameters: the element the row belongs to")
 
@@ -66,17 +89,16 @@ token_index = Table(
     "idx_token",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     _group_column(),
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("text", Text, nullable=True),
     Column("hash_value", BigInteger, nullable=True, comment="search_hash(res_type, param, code)"),
     Column("hash_sys_value", BigInteger, nullable=True, comment="search_hash(res_type, param, system, code)"),
-    Index("ix_token_lookup", "res_type", "param", "code", "system"),
-    Index("ix_token_value", "hash_value", "res_pk"),
-    Index("ix_token_sys_value", "hash_sys_value", "res_pk"),
+    # Rows of a text alone (CodeableConcept.text: no code, no hashes) are left out of the hash indexes.
+    Index("ix_token_value", "hash_value", "res_pk", **_present("hash_value")),
+    Index("ix_token_sys_value", "hash_sys_value", "res_pk", **_present("hash_sys_value")),
     Index("ix_token_res", "res_pk"),
 )
 
@@ -84,17 +106,13 @@ string_index = Table(
     "idx_string",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     _group_column(),
     Column("norm", Text, nullable=False, comment="case- and accent-folded value for prefix match"),
     Column("exact", Text, nullable=False),
     Column("hash_prefix", BigInteger, nullable=True, comment="search_hash(res_type, param, first character of norm)"),
-    Column("hash_exact", BigInteger, nullable=True, comment="search_hash(res_type, param, exact)"),
-    Index("ix_string_lookup", "res_type", "param", "norm"),
     # PostgreSQL uses a btree for LIKE 'prefix%' only with pattern operators (whatever the database collation).
     Index("ix_string_hash_prefix", "hash_prefix", "norm", "res_pk", postgresql_ops={"norm": "text_pattern_ops"}),
-    Index("ix_string_hash_exact", "hash_exact", "res_pk"),
     Index("ix_string_res", "res_pk"),
 )
 
@@ -102,27 +120,25 @@ date_index = Table(
     "idx_date",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     _group_column(),
     Column("low", BigInteger, nullable=False, comment="microseconds since the epoch, inclusive"),
     Column("high", BigInteger, nullable=False, comment="microseconds since the epoch, inclusive"),
-    Index("ix_date_low", "res_type", "param", "low"),
-    Index("ix_date_high", "res_type", "param", "high"),
-    Index("ix_date_res_param", "res_pk", "param", "low", "high"),
+    Index("ix_date_low", "param_id", "low"),
+    Index("ix_date_high", "param_id", "high"),
+    Index("ix_date_res_param", "res_pk", "param_id", "low", "high"),
 )
 
 number_index = Table(
     "idx_number",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     _group_column(),
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
-    Index("ix_number_lookup", "res_type", "param", "low"),
-    Index("ix_number_high", "res_type", "param", "high"),
+    Index("ix_number_lookup", "param_id", "low"),
+    Index("ix_number_high", "param_id", "high"),
     Index("ix_number_res", "res_pk"),
 )
 
@@ -130,8 +146,7 @@ quantity_index = Table(
     "idx_quantity",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     _group_column(),
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
@@ -140,9 +155,9 @@ quantity_index = Table(
     Column("canon_code", Text, nullable=True, comment="UCUM base units of the value (g.m-3), if convertible"),
     Column("canon_low", Float, nullable=True, comment="low in the base units of canon_code"),
     Column("canon_high", Float, nullable=True, comment="high in the base units of canon_code"),
-    Index("ix_quantity_lookup", "res_type", "param", "code", "low"),
-    Index("ix_quantity_canon", "res_type", "param", "canon_code", "canon_low"),
-    Index("ix_quantity_high", "res_type", "param", "high"),
+    Index("ix_quantity_lookup", "param_id", "code", "low"),
+    Index("ix_quantity_canon", "param_id", "canon_code", "canon_low", **_present("canon_code")),
+    Index("ix_quantity_high", "param_id", "high"),
     Index("ix_quantity_res", "res_pk"),
 )
 
@@ -150,14 +165,11 @@ uri_index = Table(
     "idx_uri",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     _group_column(),
     Column("uri", Text, nullable=False),
-    Index("ix_uri_lookup", "res_type", "param", "uri"),
-    Index("ix_uri_prefix", "res_type", "param", "uri", postgresql_ops={"uri": "text_pattern_ops"}).ddl_if(
-        dialect="postgresql"
-    ),
+    Index("ix_uri_lookup", "param_id", "uri"),
+    Index("ix_uri_prefix", "param_id", "uri", postgresql_ops={"uri": "text_pattern_ops"}).ddl_if(dialect="postgresql"),
     Index("ix_uri_res", "res_pk"),
 )
 
@@ -165,15 +177,13 @@ reference_index = Table(
     "idx_reference",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     _group_column(),
     Column("target_type", String(64), nullable=True),
     Column("target_id", String(64), nullable=True),
     Column("url", Text, nullable=True, comment="absolute or canonical reference that is not local"),
-    Index("ix_reference_target", "target_type", "target_id", "param", "res_type"),
-    Index("ix_reference_lookup", "res_type", "param", "target_id"),
-    Index("ix_reference_url", "res_type", "param", "url"),
+    Index("ix_reference_target", "target_id", "target_type", "param_id"),
+    Index("ix_reference_url", "param_id", "url", **_present("url")),  # most references are local: no url
     Index("ix_reference_res", "res_pk"),
 )
 
@@ -181,11 +191,10 @@ coords_index = Table(
     "idx_coords",
     metadata,
     Column("res_pk", PK, ForeignKey("resources.res_pk", ondelete="CASCADE"), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("param", String(100), nullable=False),
+    _param_id_column(),
     Column("latitude", Float, nullable=False, comment="WGS84 degrees"),
     Column("longitude", Float, nullable=False, comment="WGS84 degrees"),
-    Index("ix_coords_lookup", "res_type", "param", "latitude", "longitude"),
+    Index("ix_coords_lookup", "param_id", "latitude", "longitude"),
     Index("ix_coords_res", "res_pk"),
 )
 

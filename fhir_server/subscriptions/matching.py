@@ -16,7 +16,7 @@ from fhir_server.access import Access, Restriction
 from fhir_server.errors import FhirError
 from fhir_server.outbox import Event
 from fhir_server.repository import Repository
-from fhir_server.search.index import index_rows
+from fhir_server.search.index import stored_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.search.query import find
 from fhir_server.storage.tables import INDEX_TABLES, resources
@@ -99,9 +99,8 @@ def _shadow_matches(conn: Connection, registry: Registry, specs: list[Subscripti
             )
             .returning(resources.c.res_pk)
         ).scalar_one()
-        for table, rows in index_rows(registry, event.res_type, resource).items():
-            shadow_rows = [{"res_pk": res_pk, "res_type": event.res_type, **row} for row in rows]
-            conn.execute(insert(INDEX_TABLES[table]), shadow_rows)
+        for table, rows in stored_rows(conn, registry, event.res_type, resource, res_pk).items():
+            conn.execute(insert(INDEX_TABLES[table]), rows)
         return {spec.id for spec in specs if matching_ids(conn, registry, spec, [shadow_id])}
     finally:
         savepoint.rollback()

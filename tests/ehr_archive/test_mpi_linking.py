@@ -186,6 +186,33 @@ def test_patients_of_a_transaction_are_filed_together(mpi_client) -> None:
     assert seealso(read(mpi_client, golden_id(first))) == {f"Patient/{first['id']}", f"Patient/{second['id']}"}
 
 
+def test_a_record_filed_in_a_transaction_is_found_by_its_golden_link(mpi_client) -> None:
+    """A Bundle's new resources are indexed before its unit of work; a record the MPI linked since, again."""
+    p_url = "urn:uuid:00000000-0000-4000-8000-000000000071"
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": p_url},
+    }
+    entries = [
+        {
+            "fullUrl": p_url,
+            "resource": patient(unique_org(), "L-1", family="韦", born="1966-07-07", rid=resident_id("19660707", 71)),
+            "request": {"method": "POST", "url": "Patient"},
+        },
+        {"resource": observation, "request": {"method": "POST", "url": "Observation"}},
+    ]
+    response = mpi_client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert response.status_code == 200, response.text
+    record, stored_observation = (e["resource"] for e in response.json()["entry"])
+
+    linked = mpi_client.get("/fhir/Patient", params={"link": f"Patient/{golden_id(record)}"}).json()
+    assert [e["resource"]["id"] for e in linked["entry"]] == [record["id"]]
+    about = mpi_client.get("/fhir/Observation", params={"subject": f"Patient/{record['id']}"}).json()
+    assert [e["resource"]["id"] for e in about["entry"]] == [stored_observation["id"]]
+
+
 def test_pdqm_search_finds_goldens_and_records_by_pinyin(mpi_client) -> None:
     rid = resident_id("19881010", 61)
     record = create(mpi_client, patient(unique_org(), "S-1", family="覃", given="振宇", born="1988-10-10", rid=rid))

@@ -36,3 +36,28 @@ def test_a_saved_record_replaces_its_keys_and_an_inactive_one_has_none(engine) -
         assert [r.source_id for r in links.candidates(conn, ["py:lihua:450405"])] == ["r1"]
         assert links.candidates(conn, ["py:x:1"]) == []
         assert [r.source_id for r in links.members(conn, "g1")] == ["r1", "r2"]
+
+
+def test_a_new_record_reserves_its_golden_and_queues_it_in_one_write(engine) -> None:
+    with unit_of_work(engine) as conn:
+        links.save_record(
+            conn,
+            "n1",
+            golden_id="gn1",
+            link_kind="new",
+            demographics={"gender": "female"},
+            keys=["py:wei:450403"],
+            new=True,
+            new_golden=True,
+            queue=["gn1"],
+        )
+
+    with unit_of_work(engine, write=False) as conn:
+        golden, record = links.golden_or_record(conn, "n1")
+        assert not golden and record is not None
+        assert (record.golden_id, record.link_kind, record.active) == ("gn1", "new", True)
+        assert links.golden_or_record(conn, "gn1") == (True, None)
+        assert links.golden_or_record(conn, "unknown") == (False, None)
+        assert links.golden_active(conn, "gn1") is True
+        assert list(links.queued_goldens(conn, limit=10)) == ["gn1"]
+        assert [r.source_id for r in links.candidates(conn, ["py:wei:450403"])] == ["n1"]

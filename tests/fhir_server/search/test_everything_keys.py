@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from fhir_server.operations.everything import record, record_keys
 from fhir_server.search.values import search_date
@@ -58,3 +58,29 @@ def test_a_cursor_without_total_still_pages_exactly(client, backend, built):
     rest = _pages(client, f"/fhir/Patient/{built.id('p')}/$everything?_count=100&_cursor={cursor}")
     assert {page["total"] for page in rest} == {239}
     assert len(_keys([first, *rest])) == len(set(_keys([first, *rest]))) == 239
+
+
+def test_sqlite_reads_the_record_not_the_archive(built, backend):
+    """The reference rows ``record_keys`` reads are found from the patient's id or from the record's keys:
+    no statement walks an index by target type alone (every reference to an organization in the archive)."""
+    if backend.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query plan")
+    statements: list[tuple[str, tuple]] = []
+
+    def seen(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if "idx_reference" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(backend.engine, "before_cursor_execute", seen)
+    try:
+        with backend.engine.connect() as conn:
+            assert record_keys(conn, built.id("p"), None, None)
+    finally:
+        event.remove(backend.engine, "before_cursor_execute", seen)
+    with backend.engine.connect() as conn:
+        plans = [
+            [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+            for statement, parameters in statements
+        ]
+    assert len(plans) == 2
+    assert not [step for plan in plans for step in plan if "SCAN idx_" in step or "(target_type=?)" in step], plans

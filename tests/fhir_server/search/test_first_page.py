@@ -116,7 +116,7 @@ def test_sqlite_reads_the_first_page_in_key_order(stored):
 def test_date_rows_are_probed_by_resource_and_parameter(engine):
     """Migration 0012: one index serves the per-candidate date probe (and deletes by ``res_pk``)."""
     indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("idx_date")}
-    assert indexes["ix_date_res_param"] == ["res_pk", "param", "low", "high"]
+    assert indexes["ix_date_res_param"] == ["res_pk", "param_id", "low", "high"]
     assert "ix_date_res" not in indexes
 
 

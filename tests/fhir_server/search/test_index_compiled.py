@@ -45,7 +45,6 @@ def reference_rows(registry: Registry, resource_type: str, resource: dict[str, A
             full["hash_sys_value"] = None if code is None else search_hash(resource_type, param, full["system"], code)
         if table == "string":
             full["hash_prefix"] = search_hash(resource_type, param, full["norm"][:1])
-            full["hash_exact"] = search_hash(resource_type, param, full["exact"])
         key = (table, *sorted(full.items()))
         if key not in seen:
             seen.add(key)

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 
 from fhir_server.config import Settings
 from fhir_server.migrations import upgrade
-from fhir_server.storage.engine import WriteLock, create_db_engine, unit_of_work
+from fhir_server.storage.engine import Checkpointer, WriteLock, checkpointer_of, create_db_engine, unit_of_work
 from fhir_server.storage.tables import resources
 
 
@@ -88,3 +88,18 @@ def test_the_lock_file_excludes_writers_of_another_process(tmp_path: Path) -> No
     held.release()
     assert entered.wait(timeout=30)
     thread.join(timeout=30)
+
+
+def test_commits_are_copied_back_from_the_wal_by_a_background_checkpoint(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    database = tmp_path / "hie.db"
+    with unit_of_work(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE filler (body BLOB)")
+    checkpointer = checkpointer_of(engine)
+    assert checkpointer is not None and checkpointer.wait_idle(30)
+    before = database.stat().st_size
+    with unit_of_work(engine) as conn:
+        # Far below the writers' own threshold: without the background checkpoint the pages stay in the WAL.
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == Checkpointer.BACKSTOP_PAGES
+        conn.exec_driver_sql("INSERT INTO filler VALUES (zeroblob(2000000))")
+    assert checkpointer.wait_idle(30)
+    assert database.stat().st_size > before + 1_500_000
