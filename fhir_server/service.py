@@ -15,7 +15,7 @@ import jsonpatch
 from sqlalchemy import Connection
 
 from fhir_server import access, fhirpath_patch
-from fhir_server.access import UNRESTRICTED, Access, acting_principal, check_readable
+from fhir_server.access import UNRESTRICTED, Access, acting_principal, read_version
 from fhir_server.errors import FhirError, Issue, invalid, precondition_failed
 from fhir_server.outbox import record_writes
 from fhir_server.repository import Repository, Version, WriteHook, WriteResult, check_id, expect_id
@@ -237,5 +237,5 @@ class FhirService:
     def vread(
         self, conn: Connection, res_type: str, res_id: str, version: int, *, access: Access = UNRESTRICTED
     ) -> Version:
-        check_readable(conn, access, res_type, res_id)
-        return self.repository.vread(conn, res_type, res_id, version)
+        """Vread (R4B §3.1.0.3); the version is judged on its own content (``fhir_server.access.versions``)."""
+        return read_version(conn, access, self.registry, self.repository, res_type, res_id, version)

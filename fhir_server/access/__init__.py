@@ -9,6 +9,7 @@ from fhir_server.access.filters import UNRESTRICTED, Access, Restriction, check_
 from fhir_server.access.grants import refresh_consent_grants
 from fhir_server.access.inprocess import note_in_process_writes
 from fhir_server.access.stamping import collect_writes, recorded_writes, stamp_write
+from fhir_server.access.versions import read_version, readable_history, sees_every_version, shadow_version
 from fhir_server.access.writes import guard_write
 
 WRITE_HOOKS = (refresh_consent_grants, collect_writes, note_in_process_writes)
@@ -28,7 +29,11 @@ __all__ = [
     "ordinary_access",
     "principal_of",
     "read_access",
+    "read_version",
+    "readable_history",
     "recorded_writes",
     "refuse_resident_app",
+    "sees_every_version",
+    "shadow_version",
     "stamp_write",
 ]

@@ -6,8 +6,9 @@ the reference index; a Patient is about itself) has consent rules (``consent_gra
 the master patient index links to the same person) permitting this read now, as
 :func:`fhir_server.access.consent.permits` decides: an applicable permit with no applicable deny at the same or a
 deeper level. Deleted resources and their history are their owner's only. A resident's own app
-(``Principal.patient``) reads that resident's record and, outside the Patient compartment, the types open to
-residents. Provenance and AuditEvent about no resident are their owner's only.
+(``Principal.patient``) reads that resident's record (every record the master patient index links to the same
+person) and, outside the Patient compartment, the types open to residents. A client of neither reads only the
+types open to residents. Provenance and AuditEvent about no resident are their owner's only.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from fhir_server import definitions
 from fhir_server.auth.principal import Principal
 from fhir_server.errors import not_found
+from fhir_server.search.param_ids import ids_named, ids_of
 from fhir_server.search.predicates import table_alias
 from fhir_server.search.query import Restriction
 from fhir_server.storage.tables import consent_grants, mpi_records, reference_index, resources, token_index
@@ -255,6 +257,8 @@ class _Condition:
             shared.append(self._about_a_resident(table))
         if self.org is None and self.patient is not None:
             shared.append(_open_to_residents(table, type_name))
+        if self.org is None and self.patient is None:  # a client of no institution and no resident
+            shared.append(_shared_with_everyone(table, type_name))
         alternatives = [and_(*shared)]
         if self.org is not None:
             alternatives.insert(0, r.owner_org == self.org)
@@ -344,14 +348,27 @@ class _Condition:
                 .where(
                     link.c.res_pk == r.res_pk,
                     link.c.target_type == "Patient",
-                    link.c.target_id == self.patient,
+                    link.c.target_id.in_(self._own_person()),
                     member,
                 )
                 .correlate_except(link)
             )
         if self.type_name in (None, "Patient"):
-            alternatives.append(and_(r.res_type == "Patient", r.res_id == self.patient))
+            alternatives.append(and_(r.res_type == "Patient", r.res_id.in_(self._own_person())))
         return and_(r.deleted.is_(False), or_(*alternatives)) if alternatives else false()
+
+    def _own_person(self) -> Any:
+        """The ids of the app's resident's records: its Patient and every record the master patient index links to
+        the same golden (the golden included), as :meth:`_records_of` finds a resident's records."""
+        mine = table_alias(mpi_records, next(self.aliases))
+        same = table_alias(mpi_records, next(self.aliases))
+        golden = select(mine.c.golden_id).where(mine.c.source_id == self.patient).scalar_subquery()
+        person = func.coalesce(golden, self.patient)
+        return union_all(
+            select(self.patient.label("id")),  # type: ignore[union-attr]
+            select(person.label("id")),
+            select(same.c.source_id.label("id")).where(same.c.golden_id == person),
+        )
 
     def _only_about_own_resident(self, table: Any) -> ColumnElement[bool]:
         """A resource of a :func:`_guarded` type that references the app's resident and no other (a Task for them)."""
@@ -359,10 +376,12 @@ class _Condition:
         own = table_alias(reference_index, next(self.aliases))
         other = table_alias(reference_index, next(self.aliases))
         references = exists().where(
-            own.c.res_pk == r.res_pk, own.c.target_type == "Patient", own.c.target_id == self.patient
+            own.c.res_pk == r.res_pk, own.c.target_type == "Patient", own.c.target_id.in_(self._own_person())
         )
         strangers = exists().where(
-            other.c.res_pk == r.res_pk, other.c.target_type == "Patient", other.c.target_id != self.patient
+            other.c.res_pk == r.res_pk,
+            other.c.target_type == "Patient",
+            other.c.target_id.not_in(self._own_person()),
         )
         condition = and_(references.correlate_except(own), ~strangers.correlate_except(other))
         return condition if self.type_name is not None else and_(r.res_type.not_in(_open_types()), condition)
@@ -391,7 +410,7 @@ SHARED_WITH_RESIDENTS = frozenset(
 """Types outside the Patient compartment a resident's app reads whoever wrote them: directories, products,
 terminology, definitions. Other such types can hold a resident's data without being in the compartment
 (Task, Device, Bundle, Binary, Contract, Subscription, MessageHeader …): an app reads those only when they
-reference its resident and no other."""
+reference its resident and no other. A client of no institution and no resident reads these types only."""
 
 
 def _guarded(type_name: str) -> bool:
@@ -412,6 +431,14 @@ def _open_to_residents(table: Any, type_name: str | None) -> ColumnElement[bool]
     return table.c.res_type.in_(_open_types())
 
 
+def _shared_with_everyone(table: Any, type_name: str | None) -> ColumnElement[bool]:
+    """For a client of no institution and no resident, resources of other owners: only of the types in
+    :data:`SHARED_WITH_RESIDENTS` (least privilege: it speaks for no one a resident's data could be shared with)."""
+    if type_name is not None:
+        return true() if type_name in SHARED_WITH_RESIDENTS else false()
+    return table.c.res_type.in_(sorted(SHARED_WITH_RESIDENTS))
+
+
 def _member(link: Any, type_name: str | None) -> ColumnElement[bool] | None:
     """The reference rows that make a resource of this type a member of a Patient compartment.
 
@@ -421,8 +448,8 @@ def _member(link: Any, type_name: str | None) -> ColumnElement[bool] | None:
     members = {t: params for t, params in definitions.compartment("Patient").items() if t != "Patient" and params}
     if type_name is not None:
         params = members.get(type_name)
-        return link.c.param.in_(params) if params else None
-    return or_(*(and_(link.c.res_type == t, link.c.param.in_(params)) for t, params in members.items()))
+        return link.c.param_id.in_(ids_named(params, [type_name])) if params else None
+    return link.c.param_id.in_(ids_of(members))
 
 
 def _coded(res_pk: Any, param: str, system: Any, code: Any, aliases: itertools.count) -> ColumnElement[bool]:
@@ -431,7 +458,7 @@ def _coded(res_pk: Any, param: str, system: Any, code: Any, aliases: itertools.c
         exists()
         .where(
             token.c.res_pk == res_pk,
-            token.c.param == param,
+            token.c.param_id.in_(ids_named([param])),
             token.c.code == code,
             or_(system.is_(None), token.c.system == system),
         )

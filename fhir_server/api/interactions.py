@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request, Response
 
 from fhir_server import definitions
-from fhir_server.access import check_readable, ordinary_access, read_access
+from fhir_server.access import check_readable, ordinary_access, read_access, readable_history, sees_every_version
 from fhir_server.api.bundles import decode_cursor, history_bundle
 from fhir_server.api.capability import capability_statement
 from fhir_server.api.negotiation import (
@@ -165,21 +165,25 @@ def router(ctx: Context) -> APIRouter:
         def work(conn):  # type: ignore[no-untyped-def]
             total = None
             if res_id is not None:
-                check_readable(conn, access, res_type, res_id)  # type: ignore[arg-type]
                 found = service.repository.current(conn, res_type, res_id)
                 if found is None:
                     raise not_found(f"{res_type}/{res_id} is not known to this server.")
-                total = found.version if since is None and at is None else None
-            versions = service.repository.history(
+                owned = sees_every_version(conn, access, found.res_pk)  # else hidden versions are not counted
+                total = found.version if since is None and at is None and owned else None
+            versions = readable_history(  # each version judged on its own content
                 conn,
+                access,
+                service.registry,
+                service.repository,
                 res_type=res_type,
                 res_id=res_id,
                 since=since[0] if since else None,
                 at=at,
                 count=count + 1,
                 after=after,  # type: ignore[arg-type]
-                visible=access.restriction,
             )
+            if res_id is not None and not versions and after is None and not owned:  # nothing readable: 404
+                check_readable(conn, access, res_type, res_id)  # type: ignore[arg-type]
             return versions, total
 
         versions, total = await ctx.run(work, write=False)

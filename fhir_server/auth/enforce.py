@@ -7,28 +7,27 @@ interactions a constrained scope may cover, the constraints under ``request.stat
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection, and_, insert, select
+from sqlalchemy import Connection, and_, select
 from sqlalchemy.sql import ColumnElement
 from starlette.requests import HTTPConnection
 
 from fhir_server import definitions
+from fhir_server.access.versions import shadow_version
 from fhir_server.auth.policy import Need, forbidden, needs_of
 from fhir_server.auth.principal import SYSTEM, Principal
 from fhir_server.auth.scopes import Constraint, Grants, grants_for
 from fhir_server.errors import FhirError
 from fhir_server.repository import Version
-from fhir_server.search.index import index_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.search.query import Restriction, find
 from fhir_server.search.request import Clause, parse_request
 from fhir_server.storage.engine import unit_of_work
-from fhir_server.storage.tables import INDEX_TABLES, resources
+from fhir_server.storage.tables import resources
 
 CONSTRAINTS = "scope_constraints"
 
@@ -198,25 +197,12 @@ def _version_matches(
 
 
 def _shadow_matches(conn: Connection, registry: Registry, found: Version, alternatives: tuple[Constraint, ...]) -> bool:
-    resource = found.resource()
-    shadow_id = str(uuid.uuid4())
-    savepoint = conn.begin_nested()
-    try:
-        res_pk = conn.execute(
-            insert(resources)
-            .values(res_type=found.res_type, res_id=shadow_id, version=found.version, ts=found.ts, deleted=False)
-            .returning(resources.c.res_pk)
-        ).scalar_one()
-        for table, rows in index_rows(registry, found.res_type, resource).items():
-            conn.execute(
-                insert(INDEX_TABLES[table]), [{"res_pk": res_pk, "res_type": found.res_type, **row} for row in rows]
-            )
+    with shadow_version(conn, registry, found) as res_pk:
+        shadow_id = conn.execute(select(resources.c.res_id).where(resources.c.res_pk == res_pk)).scalar_one()
         return any(
             find(conn, registry, found.res_type, [("_id", shadow_id), *constraint], limit=1)
             for constraint in alternatives
         )
-    finally:
-        savepoint.rollback()
 
 
 def bundle_authorizer(connection: HTTPConnection) -> Callable[[str, str], None] | None:
