@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
 import uvicorn
+from typer.core import TyperGroup
 
 from adapters.hl7v2.cli import hl7_app, mllp
 from ehr_archive.mpi.cli import mpi_app
-from fhir_server.access.inprocess import audit_command
+from fhir_server.access.inprocess import audit_command, remember_arguments
 from fhir_server.api.hardening import install_log_masking
 from fhir_server.audit.cli import audit_app
 from fhir_server.auth.cli import auth_app
 from fhir_server.bulk.cli import import_command
 from fhir_server.config import load_settings
 
-app = typer.Typer(help="Wuzhou Health Information Exchange", no_args_is_help=True)
+
+class _Hie(TyperGroup):
+    """The root group, remembering the arguments that name the command so its audit names the whole path."""
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:
+        remember_arguments(ctx, args)
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=_Hie, help="Wuzhou Health Information Exchange", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema and maintenance", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data for the embedded default", no_args_is_help=True)
 app.add_typer(db_app, name="db")

@@ -3,7 +3,9 @@
 Tasks take ids, re-read the database and call the same domain functions as the in-process worker
 (STYLE.md, Celery in Saleor). ``hie worker`` configures the app from the settings object and starts a
 worker, with beat embedded unless told otherwise; ``hie.sweep`` every few seconds picks up whatever was
-committed while no task was enqueued (a broker outage, a crashed worker's export).
+committed while no task was enqueued (a broker outage, a crashed worker's export). Work done for a client is
+audited where it is done, as ``hie-worker`` (``Exporter.run``: each export run; ``Dispatcher.deliver``: the
+notifications sent), so the in-process background of ``hie serve`` is audited alike (docs/SECURITY.md, Audit).
 """
 
 from __future__ import annotations

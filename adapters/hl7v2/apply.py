@@ -78,17 +78,29 @@ class ApplyOutcome:
 
 
 def apply_message(
-    engine: Engine, service: FhirService, raw: bytes, *, systems: IdentifierSystems | None = None
+    engine: Engine,
+    service: FhirService,
+    raw: bytes,
+    *,
+    systems: IdentifierSystems | None = None,
+    peer: str | None = None,
 ) -> bytes:
-    """The ACK for one message (the bytes inside an MLLP frame), after applying it or keeping it as a dead letter."""
-    return receive_message(engine, service, raw, systems=systems).ack
+    """The ACK for one message (the bytes inside an MLLP frame), after applying it or keeping it as a dead letter.
+
+    `peer` is the network address of the sender (the MLLP connection's), recorded in the message's audit event."""
+    return receive_message(engine, service, raw, systems=systems, peer=peer).ack
 
 
 def receive_message(
-    engine: Engine, service: FhirService, raw: bytes, *, systems: IdentifierSystems | None = None
+    engine: Engine,
+    service: FhirService,
+    raw: bytes,
+    *,
+    systems: IdentifierSystems | None = None,
+    peer: str | None = None,
 ) -> ApplyOutcome:
     """Like `apply_message`, with the outcome; never raises (a failure of the database itself answers AR 207)."""
-    return _apply(engine, service, raw, systems, dead_letter_id=None)
+    return _apply(engine, service, raw, systems, dead_letter_id=None, peer=peer)
 
 
 def replay_dead_letter(
@@ -111,11 +123,18 @@ def _apply(
     systems: IdentifierSystems | None,
     *,
     dead_letter_id: int | None,
+    peer: str | None = None,
 ) -> ApplyOutcome:
     """Apply and answer one message, recorded in the audit trail as the HL7 v2 adapter's work (one AuditEvent)."""
     path = "message" if dead_letter_id is None else f"dead letter {dead_letter_id}"
     with audited_work(
-        HL7V2_AGENT, interaction="transaction", method="HL7", path=path, engine=engine, always=True
+        HL7V2_AGENT,
+        interaction="transaction",
+        method="HL7",
+        path=path,
+        engine=engine,
+        always=True,
+        remote_address=peer,
     ) as work:
         outcome = _apply_and_answer(engine, service, raw, systems, dead_letter_id=dead_letter_id)
         work.status = _AUDIT_STATUS.get(outcome.ack_code, 500)

@@ -12,8 +12,10 @@ import typer
 from fhir_server.config import Settings, load_settings
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
+    from adapters.hl7v2.store import ReceivedMessage
+    from fhir_server.repository import Version
     from fhir_server.service import FhirService
 
 __all__ = ["hl7_app", "mllp"]
@@ -59,13 +61,16 @@ def dead_letters(limit: int = typer.Option(100, help="Show at most this many, ol
     from rich.table import Table
 
     from adapters.hl7v2 import store
+    from fhir_server.access.inprocess import note_command
     from fhir_server.storage import create_db_engine, unit_of_work
 
-    with unit_of_work(create_db_engine(load_settings()), write=False) as conn:
+    engine = create_db_engine(load_settings())
+    with unit_of_work(engine, write=False) as conn:
         letters = store.dead_letters(conn, limit=limit)
     if not letters:
         typer.echo("No dead letters.")
         return
+    note_command(engine, "dead-letters", "messages=" + ",".join(str(letter.id) for letter in letters))
     table = Table("id", "received", "facility", "control id", "type", "reason")
     for letter in letters:
         reason = letter.reason or ""
@@ -84,13 +89,18 @@ def dead_letters(limit: int = typer.Option(100, help="Show at most this many, ol
 def show(message_id: int = typer.Argument(..., help="The id from `hie hl7 dead-letters`.")) -> None:
     """One received message: its record and its text (segments on separate lines)."""
     from adapters.hl7v2 import store
+    from fhir_server.access.inprocess import note_command, note_in_process_reads
     from fhir_server.storage import create_db_engine, unit_of_work
 
-    with unit_of_work(create_db_engine(load_settings()), write=False) as conn:
+    engine = create_db_engine(load_settings())
+    with unit_of_work(engine, write=False) as conn:
         message = store.get_message(conn, message_id)
+        written = _written_by(conn, message) if message is not None else []
     if message is None:
         typer.echo(f"There is no HL7 message {message_id}.", err=True)
         raise typer.Exit(1)
+    note_command(engine, "show", f"message={message_id}")  # a resident's message read at the console: audited
+    note_in_process_reads(written, engine)
     typer.echo(f"id {message.id}: {message.status}, ACK {message.ack_code}, {message.attempts} attempt(s)")
     typer.echo(f"received {_local(message.received)} from {message.sending_facility}, control id {message.control_id}")
     if message.applied:
@@ -118,6 +128,26 @@ def replay(message_id: int = typer.Argument(..., help="The id from `hie hl7 dead
         return
     typer.echo(f"{outcome.ack_code}: message {message_id} is still a dead letter: {outcome.reason}")
     raise typer.Exit(1)
+
+
+def _written_by(conn: Connection, message: ReceivedMessage) -> list[Version]:
+    """The versions an applied message wrote (its response summary), still stored: the records its text is about."""
+    import orjson
+
+    from fhir_server.errors import FhirError
+    from fhir_server.repository import Repository
+    from fhir_server.search.parameters import default_registry
+
+    repository = Repository(default_registry())
+    found = []
+    for entry in orjson.loads(message.response or "[]"):
+        parts = (entry.get("location") or "").split("/")
+        if len(parts) == 4 and parts[2] == "_history" and parts[3].isdigit():
+            try:
+                found.append(repository.vread(conn, parts[0], parts[1], int(parts[3])))
+            except FhirError:  # expunged or deleted since
+                continue
+    return found
 
 
 def _service(settings: Settings, engine: Engine) -> FhirService:

@@ -77,7 +77,8 @@ class MllpListener:
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         decoder = MllpDecoder(max_message_bytes=self.max_message_bytes)
-        apply = partial(apply_message, self.engine, self.service, systems=self.systems)
+        address = peer[0] if isinstance(peer, tuple) and peer else None  # recorded as the sender's address
+        apply = partial(apply_message, self.engine, self.service, systems=self.systems, peer=address)
         try:
             while True:
                 data = await reader.read(_READ_SIZE)

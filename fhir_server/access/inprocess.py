@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 
@@ -41,6 +41,8 @@ HL7V2_AGENT = "hie-hl7v2"
 """Client id of the HL7 v2 adapter (``hie mllp``, ``hie hl7 replay``) in the audit trail."""
 CLI_AGENT = "hie-cli"
 """Client id of the ``hie`` command line in the audit trail."""
+WORKER_AGENT = "hie-worker"
+"""Client id of background work (bulk export runs, subscription deliveries; ``hie worker`` or ``hie serve``)."""
 MAX_LISTED = 10_000
 """Resources one event lists at most (a large ``hie import``); the others are counted in its ``outcomeDesc``."""
 
@@ -64,9 +66,13 @@ class InProcessWork:
     operation: str | None = None
     """What ran, as a second subtype coding (the command: ``hie demo load``)."""
     versions: list[Version] = field(default_factory=list)
+    reads: list[Version] = field(default_factory=list)
+    """Versions the work read and passed on (notifications sent to a subscriber)."""
     unlisted: int = 0
-    """Versions written beyond :data:`MAX_LISTED`."""
+    """Versions written or read beyond :data:`MAX_LISTED`."""
     engine: Engine | None = None
+    remote_address: str | None = None
+    """The network address the work came from (the MLLP peer that sent an HL7 message)."""
 
 
 _WORK: ContextVar[InProcessWork | None] = ContextVar("hie_in_process_work", default=None)
@@ -82,6 +88,16 @@ def note_in_process_writes(conn: Connection, versions: Sequence[Version]) -> Non
         work.versions.extend(versions[:room])
         work.unlisted += max(0, len(versions) - room)
         work.engine = work.engine or conn.engine
+
+
+def note_in_process_reads(versions: Sequence[Version], engine: Engine | None = None) -> None:
+    """Versions the audited work of this context read and passed on: listed in its event with their residents."""
+    work = _WORK.get()
+    if work is not None:
+        room = max(0, MAX_LISTED - len(work.versions) - len(work.reads))
+        work.reads.extend(versions[:room])
+        work.unlisted += max(0, len(versions) - room)
+        work.engine = work.engine or engine
 
 
 def current_work() -> InProcessWork | None:
@@ -102,6 +118,7 @@ def audited_work(
     operation: str | None = None,
     always: bool = False,
     flush: bool = False,
+    remote_address: str | None = None,
 ) -> Iterator[InProcessWork]:
     """Audit what the block writes as one AuditEvent of ``agent``; ``flush`` writes it before returning (a CLI
     process about to exit), else the trail's writer thread does shortly after. An exception is recorded as 500."""
@@ -115,6 +132,7 @@ def audited_work(
         operation=operation,
         always=always,
         engine=engine,
+        remote_address=remote_address,
     )
     token = _WORK.set(work)
     try:
@@ -132,17 +150,18 @@ def audited_work(
 
 def record(work: InProcessWork, *, flush: bool = False) -> None:
     """Queue the AuditEvent of finished work on its database's trail (nothing when it wrote nothing)."""
-    if work.engine is None or (not work.versions and not work.always):
+    if work.engine is None or (not work.versions and not work.reads and not work.always):
         return
     collector = AccessCollector({"principal": SYSTEM})
+    kept: list[Version] = []
     if work.versions:
         with unit_of_work(work.engine, write=False) as conn:
             kept = still_stored(conn, work.versions)
-        for version in kept:
-            if version.body is None:
-                collector.reference(f"{version.res_type}/{version.res_id}")
-            else:
-                collector.resource(version.resource())
+    for version in {(v.res_pk, v.version): v for v in [*kept, *work.reads]}.values():
+        if version.body is None:
+            collector.reference(f"{version.res_type}/{version.res_id}")
+        else:
+            collector.resource(version.resource())
     if not collector.resources and not work.always:
         return
     trail = trail_for(work.engine)
@@ -152,17 +171,43 @@ def record(work: InProcessWork, *, flush: bool = False) -> None:
             status=work.status,
             recorded=time.time_ns() // 1000,
             method=work.method,
-            path=work.path if not work.unlisted else f"{work.path} (and {work.unlisted} more versions written)",
+            path=work.path if not work.unlisted else f"{work.path} (and {work.unlisted} more versions {_more(work)})",
             client_id=work.agent,
             organization=work.organization,
             user=work.user,
             operation=work.operation,
             resources=list(collector.resources),
             patients=list(collector.patients),
+            remote_address=work.remote_address,
         )
     )
     if flush:
         trail.stop()  # written now; the writer thread is not kept for a process about to exit
+
+
+def _more(work: InProcessWork) -> str:
+    if not work.reads:
+        return "written"
+    return "read" if not work.versions else "written or read"
+
+
+@contextmanager
+def audited_task(
+    engine: Engine, task: str, subject: str, *, organization: str | None = None, client: str | None = None
+) -> Iterator[InProcessWork]:
+    """Background work done for a client (a bulk export run, the notifications sent to a subscriber): one event
+    of :data:`WORKER_AGENT` naming the task, what it worked on and for whom; what it wrote and passed on."""
+    path = f"{task} {subject}" + (f" for client={client}" if client else "")
+    with audited_work(
+        WORKER_AGENT,
+        interaction="operation",
+        method="TASK",
+        path=path,
+        operation=task,
+        engine=engine,
+        organization=organization,
+    ) as work:
+        yield work
 
 
 def trail_for(engine: Engine) -> AuditTrail:
@@ -187,12 +232,33 @@ SERVING_COMMANDS = frozenset({"serve", "worker", "mllp", "bench"})
 """``hie`` commands that serve requests, tasks or messages (each audited on its own) rather than do one job."""
 
 
+_ARGUMENTS = "hie.audit.arguments"
+
+
+def remember_arguments(ctx: typer.Context, args: list[str]) -> None:
+    """From the root group's ``resolve_command``: the arguments naming the command, for :func:`command_path`."""
+    ctx.meta.setdefault(_ARGUMENTS, list(args))
+
+
+def command_path(ctx: typer.Context) -> str:
+    """The full path of the command about to run (``hie mpi backfill``, not ``hie mpi``), from the root context."""
+    args = list(ctx.meta.get(_ARGUMENTS) or [ctx.invoked_subcommand or ""])
+    path = [ctx.command_path]
+    command: Any = ctx.command
+    while hasattr(command, "get_command") and args and not args[0].startswith("-"):
+        command = command.get_command(ctx, args[0])  # a group's subcommand (None: an unknown name)
+        if command is None:
+            break
+        path.append(args.pop(0))
+    return " ".join(path)
+
+
 def audit_command(ctx: typer.Context) -> None:
     """From the ``hie`` callback: audit what the command about to run writes, as the CLI, when it ends."""
     name = ctx.invoked_subcommand
     if name is None or name in SERVING_COMMANDS or ctx.resilient_parsing:
         return
-    path = f"{ctx.command_path} {name}"
+    path = command_path(ctx)
     ctx.with_resource(
         audited_work(
             CLI_AGENT, interaction="operation", method="CLI", path=path, operation=path, user=login_name(), flush=True
@@ -207,7 +273,8 @@ def note_command(engine: Engine, command: str, detail: str) -> None:
     if work is not None and work.agent == CLI_AGENT:
         work.engine = work.engine or engine
         work.always = True
-        work.operation = f"{work.operation or work.path} {command}"
+        named = work.operation or work.path
+        work.operation = named if named.endswith(f" {command}") else f"{named} {command}"
         work.path = f"{work.operation} {detail}"
 
 
@@ -222,13 +289,18 @@ def login_name() -> str | None:
 __all__ = [
     "CLI_AGENT",
     "HL7V2_AGENT",
+    "WORKER_AGENT",
     "InProcessWork",
     "audit_command",
+    "audited_task",
     "audited_work",
+    "command_path",
     "current_work",
     "flush_in_process_audit",
     "login_name",
     "note_command",
+    "note_in_process_reads",
     "note_in_process_writes",
+    "remember_arguments",
     "trail_for",
 ]

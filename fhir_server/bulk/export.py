@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 
 from fhir_server.access import Access
+from fhir_server.access.inprocess import audited_task
 from fhir_server.bulk.scope import (
     ExportScope,
     chunk_query,
@@ -229,13 +230,22 @@ class Exporter:
         owner = uuid.uuid4().hex
         if not self._claim(job_id, owner):
             return False
-        try:
-            self._export(job_id, owner)
-        except ExportStopped:
-            self._release(job_id, owner)
-        except Exception as exc:  # a failed job is recorded, never lost: retried, then reported as error
-            log.exception("export %s failed", job_id)
-            self._failed(job_id, owner, f"{type(exc).__name__}: {exc}")
+        with unit_of_work(self.engine, write=False) as conn:
+            requester = Access.from_json(job(conn, job_id).requester)
+        task = audited_task(
+            self.engine, "$export", f"job {job_id}", organization=requester.org, client=requester.client
+        )
+        with task as work:  # the run is audited as background work for its requester
+            work.always = True
+            try:
+                self._export(job_id, owner)
+            except ExportStopped:
+                self._release(job_id, owner)
+                work.status = 503
+            except Exception as exc:  # a failed job is recorded, never lost: retried, then reported as error
+                log.exception("export %s failed", job_id)
+                self._failed(job_id, owner, f"{type(exc).__name__}: {exc}")
+                work.status = 500
         return True
 
     # -- the job -------------------------------------------------------------------------------

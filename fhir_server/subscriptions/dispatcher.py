@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, t
 from sqlalchemy.exc import IntegrityError
 
 from fhir_server import outbox
+from fhir_server.access.inprocess import audited_task, note_in_process_reads
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.repository import Version
@@ -241,7 +242,22 @@ class Dispatcher:
             return heads
 
     def deliver(self, subscription_id: str) -> int:
-        """Send the Subscription's due notifications in order; stop at the first failure. Returns how many went."""
+        """Send the Subscription's due notifications in order; stop at the first failure. Returns how many went.
+
+        Audited as background work for the Subscription's institution, listing the versions sent."""
+        with audited_task(
+            self.engine, "notify", f"Subscription/{subscription_id}", organization=self._owner(subscription_id)
+        ):
+            return self._deliver(subscription_id)
+
+    def _owner(self, subscription_id: str) -> str | None:
+        r = resources.c
+        with unit_of_work(self.engine, write=False) as conn:
+            return conn.execute(
+                select(r.owner_org).where(r.res_type == "Subscription", r.res_id == subscription_id)
+            ).scalar_one_or_none()
+
+    def _deliver(self, subscription_id: str) -> int:
         token = self._claim(subscription_id)
         if token is None:
             return 0
@@ -271,6 +287,7 @@ class Dispatcher:
                     return sent
                 if not ok:
                     return sent
+                note_in_process_reads([stored], self.engine)  # passed on to the subscriber
                 sent += 1
         finally:
             self._release(subscription_id, token)

@@ -43,7 +43,7 @@ def test_demo_load_is_audited_with_what_it_wrote(run, engine) -> None:
     assert len(events) == before + 1
     event = events[-1]
     assert event["outcome"] == "0"
-    assert event["subtype"][1]["code"].endswith(" demo")
+    assert event["subtype"][1]["code"].endswith(" demo load")  # the full command path
     written = [e["what"]["reference"] for e in event["entity"] if e["role"]["code"] == "4"]
     residents = [e["what"]["reference"] for e in event["entity"] if e["role"]["code"] == "1"]
     assert any(ref.startswith("Observation/") for ref in written)
@@ -72,6 +72,9 @@ def test_registering_a_client_is_audited(run, engine) -> None:
     assert f"client={client_id} organization=Organization/cli-audit" in event["outcomeDesc"]
     assert "auth client create" in event["outcomeDesc"]
     assert "entity" not in event
+
+    assert event["subtype"][1]["code"].endswith(" auth client create")  # named once, not twice
+    assert "create client create" not in event["outcomeDesc"]
 
     run("auth", "client", "deactivate", client_id)
     assert f"auth client deactivate client={client_id}" in _cli_events(engine)[-1]["outcomeDesc"]
