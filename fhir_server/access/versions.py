@@ -34,11 +34,10 @@ HISTORY_BATCH = 50
 
 @contextmanager
 def shadow_version(
-    conn: Connection, registry: Registry, found: Version, *, owner_org: str | None = None
+    conn: Connection, registry: Registry, found: Version, *, owner_org: str | None = None, res_id: str | None = None
 ) -> Iterator[int]:
-    """A stored version made searchable for the length of the block: its ``res_pk`` under a fresh id.
-
-    ``conn`` must be a writer's connection; everything is rolled back when the block ends."""
+    """A stored version made searchable for the length of the block: its ``res_pk`` under a fresh id (or
+    ``res_id``). ``conn`` must be a writer's connection; everything is rolled back when the block ends."""
     resource = found.resource()
     savepoint = conn.begin_nested()
     try:
@@ -46,7 +45,7 @@ def shadow_version(
             insert(resources)
             .values(
                 res_type=found.res_type,
-                res_id=str(uuid.uuid4()),
+                res_id=res_id or str(uuid.uuid4()),
                 version=found.version,
                 ts=found.ts,
                 deleted=False,

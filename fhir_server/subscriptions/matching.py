@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from fhir_server.access import Access, Restriction
+from fhir_server.access.versions import shadow_version
 from fhir_server.errors import FhirError
 from fhir_server.outbox import Event
 from fhir_server.repository import Repository
-from fhir_server.search.index import stored_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.search.query import find
-from fhir_server.storage.tables import INDEX_TABLES, resources
+from fhir_server.storage.tables import resources
 from fhir_server.subscriptions.criteria import SubscriptionSpec
 
 _CHUNK = 500
@@ -80,30 +80,13 @@ def _current_versions(conn: Connection, pks: list[int]) -> dict[int, int]:
 
 def _shadow_matches(conn: Connection, registry: Registry, specs: list[SubscriptionSpec], event: Event) -> set[str]:
     try:
-        resource = Repository(registry).vread(conn, event.res_type, event.res_id, event.version).resource()
+        found = Repository(registry).vread(conn, event.res_type, event.res_id, event.version)
     except FhirError:  # the version is no longer stored ($expunge): nothing to notify
         return set()
     shadow_id = str(uuid.uuid4())
     owner = conn.execute(select(resources.c.owner_org).where(resources.c.res_pk == event.res_pk)).scalar()
-    savepoint = conn.begin_nested()
-    try:
-        res_pk = conn.execute(
-            insert(resources)
-            .values(
-                res_type=event.res_type,
-                res_id=shadow_id,
-                version=event.version,
-                ts=event.ts,
-                deleted=False,
-                owner_org=owner,
-            )
-            .returning(resources.c.res_pk)
-        ).scalar_one()
-        for table, rows in stored_rows(conn, registry, event.res_type, resource, res_pk).items():
-            conn.execute(insert(INDEX_TABLES[table]), rows)
+    with shadow_version(conn, registry, found, owner_org=owner, res_id=shadow_id):
         return {spec.id for spec in specs if matching_ids(conn, registry, spec, [shadow_id])}
-    finally:
-        savepoint.rollback()
 
 
 __all__ = ["matches", "matching_ids"]

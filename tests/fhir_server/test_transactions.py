@@ -207,29 +207,19 @@ def test_an_operation_unsafe_in_a_transaction_is_refused_and_nothing_is_stored(c
 def test_a_parameter_another_worker_stored_indexes_the_next_transaction(engine):
     from fhir_server.repository import Repository
     from fhir_server.search.custom import sync_custom_parameters
-    from fhir_server.search.parameters import LOCAL_BASE, Registry
+    from fhir_server.search.parameters import Registry
     from fhir_server.search.query import find
     from fhir_server.service import FhirService
     from fhir_server.storage.engine import unit_of_work
     from fhir_server.transactions import BundleProcessor
+    from tests.fhir_server.search.test_custom_sync import string_parameter
 
     code = f"tx-city-{uuid.uuid4().hex[:8]}"
     service = FhirService()
     with unit_of_work(engine) as conn:  # this worker has loaded the stored parameters
         sync_custom_parameters(conn, service.registry)
-    parameter = {
-        "resourceType": "SearchParameter",
-        "url": f"{LOCAL_BASE}SearchParameter/Patient-{code}",
-        "name": code.replace("-", ""),
-        "status": "active",
-        "description": "test parameter",
-        "code": code,
-        "base": ["Patient"],
-        "type": "string",
-        "expression": "Patient.address.city",
-    }
     with unit_of_work(engine) as conn:  # another worker stores a SearchParameter
-        Repository(Registry()).create(conn, parameter, res_id=code, method="POST")
+        Repository(Registry()).create(conn, string_parameter(code), res_id=code, method="POST")
     resident = {**patient(), "address": [{"city": "岑溪市"}]}
     with unit_of_work(engine) as conn:
         result = BundleProcessor(service).transaction(conn, tx([post_entry(resident)]))

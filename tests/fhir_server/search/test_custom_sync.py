@@ -19,7 +19,8 @@ class Clock:
         return self.now
 
 
-def _parameter(code: str) -> dict:
+def string_parameter(code: str) -> dict:
+    """An active string SearchParameter of Patient on the city of the address."""
     return {
         "resourceType": "SearchParameter",
         "url": f"{LOCAL_BASE}SearchParameter/Patient-{code}",
@@ -40,7 +41,7 @@ def test_searches_probe_after_the_interval_or_a_write_of_this_process(engine, mo
     with unit_of_work(engine) as conn:
         custom.sync_for_search(conn, registry)
     with unit_of_work(engine) as conn:  # another worker posts a SearchParameter
-        Repository(registry).create(conn, _parameter("sync-city"), res_id="sync-city", method="POST")
+        Repository(registry).create(conn, string_parameter("sync-city"), res_id="sync-city", method="POST")
     with unit_of_work(engine) as conn:
         assert not custom.sync_for_search(conn, registry)  # within the interval: the last probe holds
         assert "sync-city" not in registry.for_type("Patient")
@@ -50,7 +51,7 @@ def test_searches_probe_after_the_interval_or_a_write_of_this_process(engine, mo
         assert not custom.sync_for_search(conn, registry)
 
     with unit_of_work(engine) as conn:
-        Repository(registry).create(conn, _parameter("sync-town"), res_id="sync-town", method="POST")
+        Repository(registry).create(conn, string_parameter("sync-town"), res_id="sync-town", method="POST")
     custom.changing(registry, "Patient")  # other types leave the probe as it was
     with unit_of_work(engine) as conn:
         assert not custom.sync_for_search(conn, registry)
@@ -61,7 +62,7 @@ def test_searches_probe_after_the_interval_or_a_write_of_this_process(engine, mo
 
 
 def test_a_deleted_parameter_is_refused_by_the_next_search(client):
-    response = client.post("/fhir/SearchParameter", json=_parameter("sync-gone"))
+    response = client.post("/fhir/SearchParameter", json=string_parameter("sync-gone"))
     assert response.status_code == 201
     assert client.get("/fhir/Patient", params={"sync-gone": "x"}).status_code == 200
     assert client.delete(f"/fhir/SearchParameter/{response.json()['id']}").status_code in (200, 204)
