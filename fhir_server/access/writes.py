@@ -5,6 +5,9 @@ patch, delete, their conditional forms and Bundle entries — is checked; the ex
 Another institution's resource is refused with 403, whether or not consent lets the caller read it (consent
 shares reading, not writing), with the same words either way. Resources of the exchange itself (NULL owner:
 HL7 v2 feeds, imports) may be changed by any client its scopes allow.
+
+A client of no institution and no resident may not create or update a Subscription: the Subscription would
+have no owner, be taken for the exchange's own and match every write, whatever its client may read.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ def guard_write(conn: Connection, res_type: str, res_id: str, _resource: dict[st
     principal = acting_principal()
     if principal.unrestricted:
         return
+    unaffiliated = principal.organization is None and principal.patient is None
+    if res_type == "Subscription" and _resource is not None and unaffiliated:
+        raise FhirError(
+            "forbidden",
+            f"Subscription/{res_id} cannot be written by a client of no institution: the Subscription would belong "
+            "to no one and match every write. Use a client registered to an institution.",
+        )
     owner = conn.execute(
         select(resources.c.owner_org).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
     ).first()

@@ -3,8 +3,9 @@
 Answers a ``searchset`` Bundle of the AuditEvents about the resident, newest first: the client and its
 institution (``agent``), the time (``recorded``), the interaction (``subtype``, ``action``), the outcome, the
 purpose of use and the break-glass label (``meta.security`` BTG). Readable by the resident's own app (a token
-whose patient context is this Patient) and by clients granted read on AuditEvent; anyone else gets 403. The
-audit trail writes events shortly after each response: a page may lack the last fraction of a second.
+whose patient context is this Patient, or another record the master patient index links to the same person) and
+by clients granted read on AuditEvent; anyone else gets 403. The audit trail writes events shortly after each
+response: a page may lack the last fraction of a second.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from fhir_server.audit.access_log import access_events
 from fhir_server.auth.scopes import grants_for
@@ -20,6 +21,7 @@ from fhir_server.errors import FhirError
 from fhir_server.operations.base import Invocation, Operation
 from fhir_server.operations.inputs import bad_input, position_cursor, read_position_cursor, text_value
 from fhir_server.search.values import search_date
+from fhir_server.storage.tables import mpi_records
 
 DECLARATION: dict[str, Any] = {
     "id": "Patient-access-log",
@@ -65,18 +67,28 @@ DECLARATION: dict[str, Any] = {
 }
 
 
-def may_read_access_log(call: Invocation, patient: str) -> bool:
+def may_read_access_log(call: Invocation, conn: Connection, patient: str) -> bool:
     principal = call.principal
     if principal.unrestricted or principal.patient == patient:
         return True
     if principal.patient is not None and principal.organization is None:
-        return False  # a resident's app: its patient/ scopes read no other resident's log
+        # a resident's app: its person's records only (its patient/ scopes read no other resident's log)
+        return patient.removeprefix("Patient/") in _same_person(conn, principal.patient.removeprefix("Patient/"))
     return grants_for(principal.scopes).readable("AuditEvent")
+
+
+def _same_person(conn: Connection, patient_id: str) -> set[str]:
+    """Ids of the records the master patient index links to the same person as ``patient_id`` (its golden and the
+    golden's records, as the access filters find a resident app's records); a Patient it does not know: itself."""
+    golden = conn.execute(select(mpi_records.c.golden_id).where(mpi_records.c.source_id == patient_id)).scalar()
+    person = golden or patient_id
+    linked = conn.execute(select(mpi_records.c.source_id).where(mpi_records.c.golden_id == person)).scalars()
+    return {patient_id, person, *linked}
 
 
 def access_log(call: Invocation, conn: Connection) -> dict[str, Any]:
     patient = f"Patient/{call.res_id}"
-    if not may_read_access_log(call, patient):
+    if not may_read_access_log(call, conn, patient):
         raise FhirError(
             "forbidden",
             f"The access log of {patient} is for the resident's own app or clients allowed to read AuditEvent "

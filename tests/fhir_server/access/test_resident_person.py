@@ -102,3 +102,16 @@ def test_a_link_undone_by_the_stewards_takes_the_record_away(linked: Linked) -> 
     linked.mpi("mpi-not-duplicate", other["id"], person.golden)
     assert status(app, "Observation/obs-c-app-relink") == 404
     assert status(app, f"Observation/{person.obs_b}") == 200
+
+
+def test_the_app_reads_the_access_log_of_its_persons_records_only(linked: Linked) -> None:
+    person = Person(linked, "app-log", 208)
+    other = stranger(linked, "app-log", 209)
+    app = resident_app(linked, person.b["id"])
+    for patient_id in (person.a["id"], person.b["id"], person.golden):
+        response = app.get(f"/fhir/Patient/{patient_id}/$access-log")
+        assert response.status_code == 200, (patient_id, response.text)
+        assert response.json()["type"] == "searchset"
+    refused = app.get(f"/fhir/Patient/{other['id']}/$access-log")
+    assert refused.status_code == 403
+    assert "resident's own app" in refused.json()["issue"][0]["diagnostics"]

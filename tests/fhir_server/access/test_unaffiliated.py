@@ -78,3 +78,35 @@ def test_its_scopes_still_apply(world: Unaffiliated) -> None:
     assert world.tasks_only.get("/fhir/Organization/org-open").status_code == 200
     assert world.tasks_only.get("/fhir/ValueSet/vs-open").status_code == 403
     assert world.tasks_only.get("/fhir/Task/task-closed").status_code == 404
+
+
+SUBSCRIPTION = {
+    "resourceType": "Subscription",
+    "status": "active",
+    "criteria": "Observation?code=8867-4",
+    "reason": "follow-up",
+    "channel": {"type": "websocket"},
+}
+
+
+def test_an_institutions_client_creates_a_subscription(world: Unaffiliated) -> None:
+    created = world.a.post("/fhir/Subscription", SUBSCRIPTION)
+    assert created.status_code == 201, created.text
+    updated = world.a.put({**created.json(), "reason": "follow-up, weekly"})
+    assert updated["reason"] == "follow-up, weekly"
+
+
+def test_it_may_not_create_or_update_a_subscription(exchange: Exchange, world: Unaffiliated) -> None:
+    writer = exchange.institution(None, scopes="system/Subscription.cruds")
+    for response in (
+        writer.post("/fhir/Subscription", SUBSCRIPTION),
+        writer.http.put(
+            "/fhir/Subscription/sub-none", json={**SUBSCRIPTION, "id": "sub-none"}, headers=writer.headers()
+        ),
+    ):
+        assert response.status_code == 403, response.text
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "cannot be written by a client of no institution" in response.text
+        assert "Use a client registered to an institution" in response.text
+    assert world.a.get("/fhir/Subscription/sub-none").status_code == 404
