@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from alembic import command
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from adapters.hl7v2 import store
 from adapters.hl7v2.parse import parse_message
 from fhir_server.config import Settings
-from fhir_server.migrations import alembic_config, upgrade
+from fhir_server.migrations import downgrade, upgrade
 from fhir_server.storage import create_db_engine, unit_of_work
 from tests.adapters.hl7v2.samples import message_bytes
 from tests.conftest import POSTGRES_URL
@@ -153,8 +152,5 @@ def test_migration_0003_creates_and_drops_the_table(scratch_engine: Engine) -> N
         c["name"] for c in inspect(scratch_engine).get_columns("hl7_messages")
     }
 
-    config = alembic_config(scratch_engine)
-    with scratch_engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0002")
+    downgrade(scratch_engine, "0002")
     assert not inspect(scratch_engine).has_table("hl7_messages")

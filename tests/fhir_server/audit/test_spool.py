@@ -101,7 +101,7 @@ def test_the_spool_of_a_live_process_is_left_to_it(backend, tmp_path):
     folder = tmp_path / "spool"
     live = AuditTrail(backend.engine, interval=3600, spool_dir=folder)
     for n in range(3):
-        live.record(_access(n))
+        live.record(read_of(n))
     assert AuditTrail(backend.engine, spool_dir=folder).recover() == 0  # its lock is held
     assert live.flush() == 3
     assert [path.suffix for path in folder.iterdir()] == [".lock"]
@@ -115,8 +115,8 @@ def test_a_failed_write_keeps_its_segments_until_a_later_one_succeeds(backend, t
     folder = tmp_path / "spool"
     trail = AuditTrail(backend.engine, interval=3600, spool_dir=folder)
     before = _count(backend)
-    trail.record(_access(10))
-    trail.record(_access(11))
+    trail.record(read_of(10))
+    trail.record(read_of(11))
     monkeypatch.setattr("fhir_server.audit.trail.write_events", _refuse)
     with pytest.raises(ConnectionError):
         trail.flush()
@@ -124,7 +124,7 @@ def test_a_failed_write_keeps_its_segments_until_a_later_one_succeeds(backend, t
     monkeypatch.undo()
     assert trail.flush() == 2  # nothing new was recorded: the ended segment is still the one written
     assert [path.suffix for path in folder.iterdir()] == [".lock"]
-    trail.record(_access(12))
+    trail.record(read_of(12))
     trail.stop()
     assert _count(backend) == before + 3
     assert list(folder.iterdir()) == []
@@ -156,13 +156,14 @@ def test_the_default_folder_is_one_per_database():
     assert spool_directory("sqlite:////data/hie.db", Path("/spool")) == Path("/spool")
 
 
-def _access(n: int) -> Access:
+def read_of(n: int, client: str = "live") -> Access:
+    """The access of a read of ``Patient/{client}-{n}`` by ``client``, now."""
     return Access(
         interaction="read",
         status=200,
         recorded=time.time_ns() // 1000,
         method="GET",
-        path=f"/fhir/Patient/live-{n}",
-        client_id="live",
-        patients=[f"Patient/live-{n}"],
+        path=f"/fhir/Patient/{client}-{n}",
+        client_id=client,
+        patients=[f"Patient/{client}-{n}"],
     )

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from alembic import command
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Engine
 
-from fhir_server.migrations import alembic_config, upgrade
+from fhir_server.migrations import downgrade, upgrade
 from fhir_server.repository import Repository
 from fhir_server.search.parameters import default_registry
 from fhir_server.search.query import conditions, search
@@ -123,10 +122,7 @@ def test_date_rows_are_probed_by_resource_and_parameter(engine):
 def test_migration_0012_goes_down_and_up(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
     upgrade(engine, "0012")
-    with engine.begin() as conn:
-        config = alembic_config(engine)
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0011")
+    downgrade(engine, "0011")
     assert "ix_date_res" in {i["name"] for i in inspect(engine).get_indexes("idx_date")}
     upgrade(engine)
     assert "ix_date_res_param" in {i["name"] for i in inspect(engine).get_indexes("idx_date")}

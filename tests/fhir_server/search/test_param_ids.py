@@ -6,10 +6,9 @@ import copy
 from collections.abc import Iterator
 
 import pytest
-from alembic import command
 from sqlalchemy import Engine, insert, text
 
-from fhir_server.migrations import alembic_config, upgrade
+from fhir_server.migrations import downgrade, upgrade
 from fhir_server.repository import Repository
 from fhir_server.search import param_ids
 from fhir_server.search.index import index_rows, search_hash
@@ -127,13 +126,6 @@ def old_database(kind, tmp_path) -> Iterator[Engine]:  # type: ignore[no-untyped
         yield engine
 
 
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config(engine)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
-
-
 def test_migration_keeps_every_row_and_every_answer(old_database, fresh_answers):
     engine = old_database
     before = _old_rows(engine)
@@ -143,7 +135,7 @@ def test_migration_keeps_every_row_and_every_answer(old_database, fresh_answers)
         assert pairs[0] == pairs[1] > 10
         assert "res_type" not in list(conn.execute(text("SELECT * FROM idx_date")).keys())
     assert _answers(engine) == SEARCHES == fresh_answers
-    _downgrade(engine, "0015")
+    downgrade(engine, "0015")
     assert _old_rows(engine) == before
 
 

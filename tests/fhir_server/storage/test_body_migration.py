@@ -7,10 +7,9 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from alembic import command
 from sqlalchemy import Engine, text
 
-from fhir_server.migrations import alembic_config, upgrade
+from fhir_server.migrations import downgrade, upgrade
 from fhir_server.storage.codec import decode_body
 from tests.conftest import database_at
 
@@ -22,13 +21,6 @@ def old_database(request, tmp_path) -> Iterator[Engine]:  # type: ignore[no-unty
     """A fresh database at revision 0014 (bodies plain, zlib from 2 kB)."""
     with database_at(request.param, "0014", tmp_path) as engine:
         yield engine
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config(engine)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
 
 
 def _bodies(engine: Engine) -> dict[tuple[int, int], bytes | None]:
@@ -66,5 +58,5 @@ def test_every_body_is_compressed_and_the_downgrade_restores_the_old_forms(old_d
     assert new[(2, 1)].startswith(ZSTD) and decode_body(new[(2, 1)]) == large
     upgrade(engine, "0015")  # already converted: nothing changes
     assert _bodies(engine) == new
-    _downgrade(engine, "0014")
+    downgrade(engine, "0014")
     assert _bodies(engine) == old
