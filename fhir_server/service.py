@@ -232,7 +232,7 @@ class FhirService:
 
     def read(self, conn: Connection, res_type: str, res_id: str, *, access: Access = UNRESTRICTED) -> Version:
         """Read (R4B §3.1.0.2); what ``access`` may not read is a 404 like a missing resource."""
-        return self.repository.read(conn, res_type, res_id, readable=access.readable)  # the owner answers at once
+        return self.repository.read(conn, res_type, res_id, readable=access.readable_column)  # one statement
 
     def vread(
         self, conn: Connection, res_type: str, res_id: str, version: int, *, access: Access = UNRESTRICTED

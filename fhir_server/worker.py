@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from fhir_server.access.inprocess import configure_in_process_audit, recover_in_process_audit
 from fhir_server.background import MATCH_BATCH
 from fhir_server.bulk.export import Exporter, expire
 from fhir_server.config import Settings, load_settings
@@ -58,6 +59,7 @@ def use_runtime(settings: Settings, runtime: Runtime | None = None) -> Runtime:
     with _runtime_lock:
         if runtime is None:
             engine = create_db_engine(settings)
+            configure_in_process_audit(engine, settings)
             service = FhirService(
                 allow_multiple_delete=settings.allow_multiple_delete, max_delete=settings.max_conditional_delete
             )
@@ -119,7 +121,7 @@ def sweep() -> None:
 def run_worker(settings: Settings, *, beat: bool, concurrency: int) -> None:
     """``hie worker``: a Celery worker (threads pool) consuming the exchange's queue."""
     configure(settings)
-    use_runtime(settings)
+    recover_in_process_audit(use_runtime(settings).exporter.engine)  # the audit events a killed worker left
     argv = ["worker", "--loglevel=INFO", "--pool=threads", f"--concurrency={concurrency}"]
     celery_app.worker_main([*argv, "--beat"] if beat else argv)
 

@@ -18,6 +18,7 @@ import uvicorn
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from fhir_server.access.inprocess import close_in_process_audit, configure_in_process_audit
 from fhir_server.api.app import create_app
 from fhir_server.config import Settings
 from fhir_server.migrations import upgrade
@@ -91,13 +92,16 @@ class Backend:
         # The MPI adds a golden Patient per resident; suites that count Patients run without it
         # (tests/ehr_archive turn it on with settings.model_copy(update={"mpi_enabled": True})).
         # When it is on, goldens are rebuilt right after each commit, before the request returns (docs/MPI.md).
-        # Audit spool files go to the test's own folder, not under the working directory's var/.
+        # Audit spool files go to the test's own folder, not under the working directory's var/ (in-process
+        # work's too: HL7 messages applied, background runs).
         self.settings = self.settings.model_copy(
             update={"mpi_enabled": False, "mpi_golden_rebuild": "after-commit", "audit_spool_dir": tmp / "audit-spool"}
         )
+        configure_in_process_audit(self.engine, self.settings)
         upgrade(self.engine)
 
     def close(self) -> None:
+        close_in_process_audit(self.engine)  # its events written and its spool released while the database lives
         self.engine.dispose()
         if self._schema:
             admin = create_engine(POSTGRES_URL)

@@ -33,6 +33,7 @@ def mllp(
     from sqlalchemy import inspect
 
     from adapters.hl7v2.listener import MllpListener
+    from fhir_server.access.inprocess import recover_in_process_audit
     from fhir_server.storage import create_db_engine
 
     settings = load_settings()
@@ -40,6 +41,7 @@ def mllp(
     if not inspect(engine).has_table("hl7_messages"):
         typer.echo("The database has no hl7_messages table; run `hie db upgrade` first.", err=True)
         raise typer.Exit(1)
+    recover_in_process_audit(engine)  # the audit events a killed listener left in the spool
     listener = MllpListener(engine, _service(settings, engine), host=host, port=port)
 
     async def serve() -> None:

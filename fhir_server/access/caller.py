@@ -51,7 +51,7 @@ def acting_as(principal: Principal) -> Iterator[None]:
 
 def refuse_resident_app(principal: Principal, operation: str) -> None:
     """403 for a resident's app calling an operation that looks across every resident's records (``$match``)."""
-    if principal.patient is not None and not principal.unrestricted:
+    if principal.patient is not None and not principal.exchange:
         raise FhirError(
             "forbidden",
             f"{operation} looks up every resident's records: a resident's app reads its own resident's record only.",

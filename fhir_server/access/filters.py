@@ -24,9 +24,11 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Connection,
+    Select,
     String,
     and_,
     bindparam,
+    case,
     exists,
     false,
     func,
@@ -46,11 +48,11 @@ from fhir_server import definitions
 from fhir_server.auth.principal import Principal
 from fhir_server.errors import not_found
 from fhir_server.search.param_ids import ids_named, ids_of
-from fhir_server.search.predicates import table_alias
 from fhir_server.search.query import Restriction
 from fhir_server.storage.tables import consent_grants, mpi_records, reference_index, resources, token_index
 
-_ALIAS_BASE = 9000
+_ALIAS_PREFIX = {"consent_grants": "cg", "mpi_records": "mpi", "idx_reference": "ref", "idx_token": "tok"}
+"""Aliases of the condition's own: names no search predicate uses (those are ``idx_token_3`` …)."""
 OWNER_ONLY = frozenset({"Provenance", "AuditEvent"})
 """Types another institution reads only when they belong to a shared resident's record (never on their own)."""
 
@@ -65,6 +67,7 @@ class Access:
     purpose: str | None = None
     at: int = field(default_factory=lambda: time.time_ns() // 1000)
     restricted: bool = True
+    """False for the exchange and its clients (``Principal.exchange``): no institution or consent filter."""
     break_glass: bool = False
     """An emergency read: the consent rules are set aside (scopes still apply)."""
     client: str | None = None
@@ -77,15 +80,15 @@ class Access:
             org=principal.organization,
             patient=patient,
             purpose=principal.purpose_of_use,
-            restricted=not principal.unrestricted,
+            restricted=not principal.exchange,
             break_glass=break_glass,
             client=principal.client_id,
         )
 
     def to_json(self) -> str | None:
-        """What a background job needs to apply the same rules later (None: unrestricted)."""
+        """What a background job needs to apply the same rules later (None: the exchange's own work)."""
         if not self.restricted:
-            return None
+            return None if self.client is None else json.dumps({"exchange": True, "client": self.client})
         return json.dumps({"org": self.org, "patient": self.patient, "purpose": self.purpose, "client": self.client})
 
     @classmethod
@@ -94,6 +97,8 @@ class Access:
         if text is None:
             return UNRESTRICTED
         saved = json.loads(text)
+        if saved.get("exchange"):  # a client acting for the exchange: no institution or consent filter
+            return cls(org=None, restricted=False, client=saved.get("client"))
         return cls(org=saved["org"], patient=saved["patient"], purpose=saved["purpose"], client=saved.get("client"))
 
     @property
@@ -126,6 +131,17 @@ class Access:
         params["access_pk"] = res_pk
         return bool(conn.execute(_row_readable(shape), params).scalar())
 
+    def readable_column(self, statement: Select[Any], res_type: str) -> tuple[Select[Any], dict[str, Any]] | None:
+        """``statement`` (rows of ``resources`` of type ``res_type``) with a column ``readable`` added: what
+        :meth:`condition` decides for each row, so that a read by id fetches and judges in one statement. The
+        statement is built once per statement and shape of the condition; the values to bind come with it.
+        None when nothing is filtered (the exchange, break-glass)."""
+        if not self.restricted or self.break_glass:
+            return None
+        shape = self._shape(res_type)
+        values = self._values()
+        return _with_readable(statement, shape), {f"access_{name}": values[name] for name in shape.bound()}
+
     def _shape(self, type_name: str | None) -> _Shape:
         return _Shape(type_name, self.org is not None, self.patient is not None, self.purpose is not None)
 
@@ -138,18 +154,21 @@ UNRESTRICTED = Access(org=None, restricted=False)
 
 
 def check_readable(conn: Connection, access: Access, res_type: str, res_id: str) -> None:
-    """404, worded like a missing resource, when the resource exists but is not the caller's to read."""
-    if access.restriction is None:
+    """404, worded like a missing resource, when the resource exists but is not the caller's to read (one
+    statement: the row and the decision together)."""
+    judged = access.readable_column(_ROW, res_type)
+    if judged is None:
         return
-    found = conn.execute(_OWNER, {"owner_type": res_type, "owner_id": res_id}).first()
-    if found is not None and not access.readable(conn, res_type, found.res_pk, found.owner_org):
+    statement, params = judged
+    found = conn.execute(statement, {**params, "row_type": res_type, "row_id": res_id}).first()
+    if found is not None and not found.readable:
         raise not_found(f"{res_type}/{res_id} is not known to this server.")
 
 
-_OWNER = select(resources.c.res_pk, resources.c.owner_org).where(
-    resources.c.res_type == bindparam("owner_type"), resources.c.res_id == bindparam("owner_id")
+_ROW = select(resources.c.res_pk).where(
+    resources.c.res_type == bindparam("row_type"), resources.c.res_id == bindparam("row_id")
 )
-"""The row and owner of one resource, built once."""
+"""The row of one resource, built once."""
 
 
 def _bind_type(name: str) -> Any:
@@ -163,6 +182,18 @@ def _row_readable(shape: _Shape) -> Any:
     binds = tuple(bindparam(f"access_{name}", type_=_bind_type(name)) for name in shape.bound())
     r = resources
     return select(AccessCondition(r, shape, binds)).where(r.c.res_pk == bindparam("access_pk"))
+
+
+@lru_cache(maxsize=1024)
+def _with_readable(statement: Select[Any], shape: _Shape) -> Select[Any]:
+    """``statement`` and the condition of this shape on its ``resources`` row as the column ``readable`` (1 or 0):
+    built once, so SQLAlchemy computes its cache key once; each read binds only its values. A row the condition
+    leaves undecided (SQL NULL) is not readable. In ``CASE WHEN`` the condition stops at the first alternative that
+    holds (SQLite evaluates every operand of an ``OR`` in a result column: the owner's read would pay for the
+    consent lookups)."""
+    binds = tuple(bindparam(f"access_{name}", type_=_bind_type(name)) for name in shape.bound())
+    decided = case((AccessCondition(resources, shape, binds), literal_column("1")), else_=literal_column("0"))
+    return statement.add_columns(decided.label("readable"))
 
 
 class _Shape(NamedTuple):
@@ -228,14 +259,14 @@ class _Condition:
         self.patient = literal_column(_PLACEHOLDERS["patient"], String) if shape.patient else None
         self.purpose = literal_column(_PLACEHOLDERS["purpose"], String) if shape.purpose else None
         self.at = literal_column(_PLACEHOLDERS["at"], BigInteger)
-        self.aliases = itertools.count(_ALIAS_BASE)
+        self.aliases = itertools.count()
 
     def build(self, table: Any) -> ColumnElement[bool]:
         type_name = self.type_name
         r = table.c
         res_type = literal(type_name) if type_name else r.res_type
         shared: list[ColumnElement[bool]] = [r.deleted.is_(False)]
-        link = table_alias(reference_index, next(self.aliases))
+        link = _alias(reference_index, next(self.aliases))
         member = _member(link, type_name)
         if member is not None:
             others = self._permitted(link.c.target_id, r.res_pk, res_type)
@@ -292,7 +323,7 @@ class _Condition:
     def _rules_of(self, patient_id: Any) -> tuple[Any, Any, Any]:
         """A ``consent_grants`` alias joined to the resident's record ids: (the alias, the join, the ids)."""
         ids = self._records_of(patient_id)
-        grant = table_alias(consent_grants, next(self.aliases))
+        grant = _alias(consent_grants, next(self.aliases))
         return grant, ids.join(grant, grant.c.patient_id == ids.c.id), ids
 
     def _records_of(self, patient_id: Any) -> Any:
@@ -300,15 +331,15 @@ class _Condition:
         (``mpi_records``, docs/MPI.md): itself, its golden and the golden's records (a golden: itself and its
         records). A Patient the index does not know is only itself."""
         outer = patient_id.table
-        mine = table_alias(mpi_records, next(self.aliases))
-        same = table_alias(mpi_records, next(self.aliases))
+        mine = _alias(mpi_records, next(self.aliases))
+        same = _alias(mpi_records, next(self.aliases))
         golden = select(mine.c.golden_id).where(mine.c.source_id == patient_id).correlate_except(mine)
         person = func.coalesce(golden.scalar_subquery(), patient_id)
         return union_all(
             select(patient_id.label("id")).correlate(outer),
             select(person.label("id")).correlate(outer),
             select(same.c.source_id.label("id")).where(same.c.golden_id == person).correlate(outer),
-        ).subquery(f"records_{next(self.aliases)}")
+        ).subquery(f"rec{next(self.aliases)}")
 
     def _applies(self, grant: Any, res_pk: Any, res_type: Any) -> list[ColumnElement[bool]]:
         """Every criterion a rule states, but the resident, matches this read (the SQL of :func:`consent.applies`)."""
@@ -326,7 +357,7 @@ class _Condition:
     def _about_a_resident(self, table: Any) -> ColumnElement[bool]:
         """Records of writes and accesses (:data:`OWNER_ONLY`) are shared only as part of a resident's record."""
         r = table.c
-        link = table_alias(reference_index, next(self.aliases))
+        link = _alias(reference_index, next(self.aliases))
         member = _member(link, self.type_name)
         about = (
             exists().where(link.c.res_pk == r.res_pk, link.c.target_type == "Patient", member).correlate_except(link)
@@ -337,7 +368,7 @@ class _Condition:
 
     def _own_record(self, table: Any) -> ColumnElement[bool]:
         r = table.c
-        link = table_alias(reference_index, next(self.aliases))
+        link = _alias(reference_index, next(self.aliases))
         member = _member(link, self.type_name)
         alternatives = []
         if self.type_name is None or _guarded(self.type_name):
@@ -360,8 +391,8 @@ class _Condition:
     def _own_person(self) -> Any:
         """The ids of the app's resident's records: its Patient and every record the master patient index links to
         the same golden (the golden included), as :meth:`_records_of` finds a resident's records."""
-        mine = table_alias(mpi_records, next(self.aliases))
-        same = table_alias(mpi_records, next(self.aliases))
+        mine = _alias(mpi_records, next(self.aliases))
+        same = _alias(mpi_records, next(self.aliases))
         golden = select(mine.c.golden_id).where(mine.c.source_id == self.patient).scalar_subquery()
         person = func.coalesce(golden, self.patient)
         return union_all(
@@ -373,8 +404,8 @@ class _Condition:
     def _only_about_own_resident(self, table: Any) -> ColumnElement[bool]:
         """A resource of a :func:`_guarded` type that references the app's resident and no other (a Task for them)."""
         r = table.c
-        own = table_alias(reference_index, next(self.aliases))
-        other = table_alias(reference_index, next(self.aliases))
+        own = _alias(reference_index, next(self.aliases))
+        other = _alias(reference_index, next(self.aliases))
         references = exists().where(
             own.c.res_pk == r.res_pk, own.c.target_type == "Patient", own.c.target_id.in_(self._own_person())
         )
@@ -452,8 +483,14 @@ def _member(link: Any, type_name: str | None) -> ColumnElement[bool] | None:
     return link.c.param_id.in_(ids_of(members))
 
 
+def _alias(table: Any, number: int) -> Any:
+    """``consent_grants AS cg4``: short names keep a condition's SQL short (psycopg converts the placeholders of a
+    statement over 4,096 bytes again on every execution, which can cost more client CPU than the read itself)."""
+    return table.alias(f"{_ALIAS_PREFIX[table.name]}{number}")
+
+
 def _coded(res_pk: Any, param: str, system: Any, code: Any, aliases: itertools.count) -> ColumnElement[bool]:
-    token = table_alias(token_index, next(aliases))
+    token = _alias(token_index, next(aliases))
     return (
         exists()
         .where(

@@ -7,6 +7,11 @@ by ``fhir_server.audit``) is queued on the audit trail of its database, with the
 requesting client (``hie-hl7v2``, ``hie-cli``), the sending facility as its institution (HL7 MSH-4), the
 resources that are still stored (a retried or rolled-back unit of work leaves nothing behind) and the residents
 they concern. The event joins the same hash chain as the requests' events.
+
+Like a request's, the event is appended to the process's audit spool before the work's outcome is reported (an
+HL7 ACK, a command's exit), in the spool folder of its database's settings (:func:`configure_in_process_audit`),
+so a process killed before the writer's flush loses none: the next server, ``hie mllp`` or ``hie worker`` to
+start, the next audited command and ``hie audit verify`` replay it (:func:`recover_in_process_audit`).
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, make_url
 
 from fhir_server.access.stamping import still_stored
 from fhir_server.audit import AccessCollector, AuditTrail
 from fhir_server.audit.events import Access as AuditAccess
+from fhir_server.audit.spool import spool_directory
 from fhir_server.auth.principal import SYSTEM
+from fhir_server.config import Settings, load_settings
 from fhir_server.repository import Version
 from fhir_server.storage.engine import unit_of_work
 
@@ -77,6 +84,7 @@ class InProcessWork:
 
 _WORK: ContextVar[InProcessWork | None] = ContextVar("hie_in_process_work", default=None)
 _TRAILS: weakref.WeakKeyDictionary[Engine, AuditTrail] = weakref.WeakKeyDictionary()
+_SETTINGS: weakref.WeakKeyDictionary[Engine, Settings] = weakref.WeakKeyDictionary()
 _TRAILS_LOCK = threading.Lock()
 
 
@@ -165,6 +173,8 @@ def record(work: InProcessWork, *, flush: bool = False) -> None:
     if not collector.resources and not work.always:
         return
     trail = trail_for(work.engine)
+    if flush:  # a command: what killed processes left in the spool goes first
+        recover_in_process_audit(work.engine)
     trail.record(
         AuditAccess(
             interaction=work.interaction,
@@ -210,14 +220,62 @@ def audited_task(
         yield work
 
 
+def configure_in_process_audit(engine: Engine, settings: Settings) -> None:
+    """Audit the in-process work on ``engine``'s database as ``settings`` say (the spool folder, flush interval and
+    batch size of its trail): the settings the engine was built from (the server, the worker, tests), from its
+    first event on. An engine not configured follows the environment's settings, as a ``hie`` command's does."""
+    with _TRAILS_LOCK:
+        _SETTINGS[engine] = settings
+
+
 def trail_for(engine: Engine) -> AuditTrail:
-    """The audit trail in-process work of this process writes to, one per database, written at exit."""
+    """The audit trail in-process work of this process writes to, one per database, written at exit; its events
+    are spooled like the requests' (``fhir_server.audit.spool``) unless its settings turn the spool off."""
     with _TRAILS_LOCK:
         trail = _TRAILS.get(engine)
         if trail is None:
-            trail = _TRAILS[engine] = AuditTrail(engine)
+            settings = _settings_of(engine)
+            folder = spool_directory(settings.database_url, settings.audit_spool_dir) if settings.audit_spool else None
+            trail = _TRAILS[engine] = AuditTrail(
+                engine, batch_size=settings.audit_batch_size, interval=settings.audit_flush_seconds, spool_dir=folder
+            )
             atexit.register(trail.stop)
         return trail
+
+
+def _settings_of(engine: Engine) -> Settings:
+    """The configured settings of ``engine``, else the environment's; the environment's spool folder only when
+    they name this very database (a spool folder holds one database's events: a replay writes them all to it)."""
+    settings = _SETTINGS.get(engine)
+    if settings is not None:
+        return settings
+    settings = load_settings()
+    url = engine.url.render_as_string(hide_password=False)
+    if make_url(settings.database_url).render_as_string(hide_password=False) != url:
+        settings = settings.model_copy(update={"database_url": url, "audit_spool_dir": None})
+    return settings
+
+
+def recover_in_process_audit(engine: Engine) -> int:
+    """Write the events that processes killed before their flush left in the spool folder of ``engine``'s
+    database (in-process work and requests alike); how many. A failure is logged: the spool stays for the next.
+    Run when ``hie mllp`` and ``hie worker`` start and by each audited command before its own event."""
+    try:
+        return trail_for(engine).recover()
+    except Exception:
+        log.exception("the audit spool of a previous process could not be replayed")
+        return 0
+
+
+def close_in_process_audit(engine: Engine) -> None:
+    """Write what in-process work on ``engine``'s database queued and release its spool, before the engine is
+    disposed of (a test dropping its database); the next event starts a new trail."""
+    with _TRAILS_LOCK:
+        trail = _TRAILS.pop(engine, None)
+        _SETTINGS.pop(engine, None)
+    if trail is not None:
+        atexit.unregister(trail.stop)
+        trail.stop()
 
 
 def flush_in_process_audit(engine: Engine | None = None) -> int:
@@ -294,13 +352,16 @@ __all__ = [
     "audit_command",
     "audited_task",
     "audited_work",
+    "close_in_process_audit",
     "command_path",
+    "configure_in_process_audit",
     "current_work",
     "flush_in_process_audit",
     "login_name",
     "note_command",
     "note_in_process_reads",
     "note_in_process_writes",
+    "recover_in_process_audit",
     "remember_arguments",
     "trail_for",
 ]

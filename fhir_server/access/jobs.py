@@ -2,8 +2,9 @@
 
 Bulk Data Access IG v2 §Status Request leaves it to the server to make sure "the client requesting the status
 is the same client that requested the export". The job keeps the access of its requester
-(:meth:`~fhir_server.access.filters.Access.to_json`); its client follows it, and the exchange's own clients
-(the identity stewards, operators) follow every job. Anyone else is told the job is not known.
+(:meth:`~fhir_server.access.filters.Access.to_json`); its client follows it, and the exchange's own clients with
+every scope (operators) follow every job. Anyone else, an exchange client of narrower scopes included (another
+job's files may hold types its scopes do not read), is told the job is not known.
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """Who may change an existing resource: the institution that owns it (or anyone its scopes allow, for the exchange's).
 
 A before-write hook of the FHIR service (``FhirService.prepare_write``), so every client write path — update,
-patch, delete, their conditional forms and Bundle entries — is checked; the exchange's own work is not.
-Another institution's resource is refused with 403, whether or not consent lets the caller read it (consent
-shares reading, not writing), with the same words either way. Resources of the exchange itself (NULL owner:
-HL7 v2 feeds, imports) may be changed by any client its scopes allow.
+patch, delete, their conditional forms and Bundle entries — is checked. Another institution's resource is
+refused with 403, whether or not consent lets the caller read it (consent shares reading, not writing), with the
+same words either way. Resources of the exchange itself (NULL owner: HL7 v2 feeds, imports) may be changed by any
+client its scopes allow. The exchange's own work and its clients (``Principal.exchange``) change any resource
+their scopes allow.
 
 A client of no institution and no resident may not create or update a Subscription: the Subscription would
-have no owner, be taken for the exchange's own and match every write, whatever its client may read.
+have no owner, be taken for the exchange's own and match every write, whatever its client may read. A client
+of the exchange may, for a type its scopes read (the Subscription is the exchange's own and is notified of every
+write of that type).
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from fhir_server.access.caller import acting_principal
+from fhir_server.auth.principal import Principal
+from fhir_server.auth.scopes import grants_for
 from fhir_server.errors import FhirError
 from fhir_server.storage.tables import resources
+from fhir_server.subscriptions.criteria import split_criteria
 
 
 def guard_write(conn: Connection, res_type: str, res_id: str, _resource: dict[str, Any] | None) -> None:
@@ -26,13 +32,10 @@ def guard_write(conn: Connection, res_type: str, res_id: str, _resource: dict[st
     principal = acting_principal()
     if principal.unrestricted:
         return
-    unaffiliated = principal.organization is None and principal.patient is None
-    if res_type == "Subscription" and _resource is not None and unaffiliated:
-        raise FhirError(
-            "forbidden",
-            f"Subscription/{res_id} cannot be written by a client of no institution: the Subscription would belong "
-            "to no one and match every write. Use a client registered to an institution.",
-        )
+    if res_type == "Subscription" and _resource is not None:
+        _guard_subscription(principal, res_id, _resource)
+    if principal.exchange:
+        return
     owner = conn.execute(
         select(resources.c.owner_org).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
     ).first()
@@ -43,3 +46,23 @@ def guard_write(conn: Connection, res_type: str, res_id: str, _resource: dict[st
         f"{res_type}/{res_id} is another institution's record: an institution changes only its own records "
         "(write a new resource, or ask the owner to amend it).",
     )
+
+
+def _guard_subscription(principal: Principal, res_id: str, resource: dict[str, Any]) -> None:
+    """A Subscription without an owner is the exchange's: only a client acting for the exchange, and reading its
+    criteria's type, may write one."""
+    if principal.exchange:
+        watched, _ = split_criteria(str(resource.get("criteria") or ""))
+        if watched and not grants_for(principal.scopes).readable(watched):
+            raise FhirError(
+                "forbidden",
+                f"Subscription/{res_id} would notify every write of {watched}, which this client's scopes do not "
+                f"read: it needs the scope system/{watched}.rs without a ?param=value constraint.",
+            )
+        return
+    if principal.organization is None and principal.patient is None:
+        raise FhirError(
+            "forbidden",
+            f"Subscription/{res_id} cannot be written by a client of no institution: the Subscription would belong "
+            "to no one and match every write. Use a client registered to an institution.",
+        )

@@ -1,16 +1,16 @@
 """The audit spool: every queued event is also appended to a local file, so a killed process loses none.
 
-Each process writing audit events owns a spool name (``{pid}-{random}``) in the spool folder: a lock file it
-holds with ``flock`` for its lifetime, and numbered segment files of one JSON line per ``Access``. An event is
-written to the current segment (one ``write`` system call: it survives the process being killed) before it is
-queued in memory; the writer thread closes the segment (``fsync``: it survives a power failure too), appends
-the queued events to the chain, records in the same transaction the last segment it covered (``audit_spool``)
-and then deletes the covered segments.
+Each audit trail of a process (a server's requests, the in-process work on one database) owns a spool name
+(``{pid}-{random}``) in the spool folder: a lock file it holds with ``flock`` while it lives, and numbered
+segment files of one JSON line per ``Access``. An event is written to the current segment (one ``write`` system
+call: it survives the process being killed) before it is queued in memory; the writer thread closes the
+segment (``fsync``: it survives a power failure too), appends the queued events to the chain, records in the
+same transaction the last segment it covered (``audit_spool``) and then deletes the covered segments.
 
 At start-up (``replay``) the segments of every spool whose lock is free (its process is gone) are appended to
 the chain in order, skipping those the table says were already written (a process killed between its commit
-and the deletion of its files), and removed. Workers starting together replay each dead spool once: the first
-to take its lock does it.
+and the deletion of its files), and removed. Processes starting together replay each dead spool once: the
+first to take its lock does it.
 """
 
 from __future__ import annotations
@@ -105,14 +105,27 @@ class Spool:
     def _open(self) -> None:
         if self._lock_fd is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self._path(self.name, None), os.O_WRONLY | os.O_CREAT, 0o600)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._lock_fd = _hold(self._path(self.name, None))
         self.segment += 1
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         self._fd = os.open(self._path(self.name, self.segment), flags, 0o600)
 
     def _path(self, name: str, number: int | None) -> Path:
         return self.directory / (f"{name}{_LOCK}" if number is None else f"{name}.{number:08d}{_SUFFIX}")
+
+
+def _hold(path: Path) -> int:
+    """Create the lock file ``path`` and lock it; again when a replay took the new, still unlocked file for an
+    abandoned spool's and removed it (the descriptor then locks a file no longer in the folder)."""
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def spool_directory(database_url: str, configured: Path | None = None) -> Path:
@@ -155,7 +168,10 @@ def replay(
         name = lock_path.name[: -len(_LOCK)]
         if name == own:
             continue
-        fd = os.open(lock_path, os.O_WRONLY)
+        try:
+            fd = os.open(lock_path, os.O_WRONLY)
+        except FileNotFoundError:
+            continue  # replayed by another process in the meantime
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

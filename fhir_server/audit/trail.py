@@ -6,6 +6,8 @@ the spool file: ``fhir_server.audit.spool``); the AuditEvent is built, hashed an
 ``flush`` writes everything queued before it returns; ``stop`` (the application's shutdown) flushes. A batch
 that cannot be written stays queued and is retried; nothing is dropped while the process lives, and with a
 spool nothing queued is lost when it is killed: ``recover`` (at start-up) writes what a dead process left.
+The exchange's in-process work (HL7 v2 messages, commands, background runs) queues its events the same way, on
+a trail of its own per database (``fhir_server.access.inprocess``).
 """
 
 from __future__ import annotations
@@ -133,11 +135,20 @@ class AuditTrail:
         except Exception:
             log.exception("%d audit events could not be written at shutdown", self.pending())
         else:
-            if self.spool is not None and self.spool.close():
-                forget(self.engine, self.spool.name)
+            self._release_spool()
         if self.batches:
             log.info("wrote %d audit events in %d batches (largest %d)", self.written, self.batches, self.largest)
         self._stop.clear()
+
+    def _release_spool(self) -> None:
+        """Close the spool once everything is written, and drop its ``audit_spool`` row (a row left behind, the
+        database being gone at exit, is harmless: no segment of that name remains)."""
+        if self.spool is None or not self.spool.close():
+            return
+        try:
+            forget(self.engine, self.spool.name)
+        except Exception as error:
+            log.warning("the audit_spool row of %s stays (%s); it is harmless", self.spool.name, type(error).__name__)
 
     def _start(self) -> None:
         with self._start_lock:

@@ -78,7 +78,9 @@ def client_create(
     scope: str = typer.Option(..., "--scope", help="Space-separated SMART scopes it may be granted."),
     jwks: Path | None = typer.Option(None, "--jwks", help="A JWKS file with its public key(s): private_key_jwt."),
     jwks_url: str | None = typer.Option(None, "--jwks-url", help="Where its JWKS is published: private_key_jwt."),
-    exchange: bool = typer.Option(False, "--exchange", help="Acts for the exchange itself: no institution filter."),
+    exchange: bool = typer.Option(
+        False, "--exchange", help="Acts for the exchange itself: no institution filter; its scopes apply."
+    ),
     patient: str | None = typer.Option(
         None, "--patient", help="Patient/{id}: a resident's app, reading that record with patient/ scopes."
     ),

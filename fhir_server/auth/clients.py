@@ -39,7 +39,8 @@ class Client:
     jwks_url: str | None
     active: bool
     exchange: bool = False
-    """Acts for the exchange itself (archive operators, the test suite): requests run unrestricted."""
+    """Acts for the exchange itself (archive operators, identity stewards, the test suite): no institution or
+    consent filter applies to its requests, its scopes do (none with ``system/*.*``)."""
     patient: str | None = None
     """``Patient/{id}`` of the one resident a resident app acts for (its tokens carry the ``patient`` claim)."""
 
@@ -123,8 +124,8 @@ def register_client(
             raise RegistryError(f"'{text}': a resident's app holds only patient/ scopes (e.g. 'patient/*.rs').")
         if parsed.context == "patient" and not parsed.permissions <= READ_PERMISSIONS:
             raise RegistryError(f"'{text}': patient/ scopes grant read and search only (e.g. 'patient/*.rs').")
-    if exchange and not any(text in ("system/*.*", "system/*.cruds") for text in scope_list):
-        raise RegistryError("A client acting for the exchange itself needs the scope system/*.* (it is unrestricted).")
+    if exchange and organization is not None:
+        raise RegistryError("A client acting for the exchange itself belongs to no institution: drop the organization.")
     if jwks is not None:
         _check_jwks(jwks)
     if jwks_url is not None and not jwks_url.startswith(("https://", "http://")):

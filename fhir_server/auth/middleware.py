@@ -3,6 +3,10 @@
 A bearer token is required (RFC 6750) except for ``GET /fhir/metadata``; without one, or with one that is
 expired, malformed or not trusted, the answer is 401 with ``WWW-Authenticate``; a token whose scopes do not
 cover what the URL asks for gets 403 (both as OperationOutcome). A pure ASGI middleware: no per-request task.
+
+A client registered for the exchange (``--exchange``) acts for it: no institution or consent filter applies to it,
+but its scopes do, here and in the handlers, unless they are every scope (``system/*.*``: unrestricted). Tokens of
+an external identity provider never act for the exchange.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class AuthMiddleware:
                 client_id="anonymous",
                 organization=None,
                 scopes=frozenset({"system/*.*"}),
+                exchange=True,
                 unrestricted=True,
                 remote_address=remote,
                 purpose_of_use=purpose,
@@ -86,6 +91,7 @@ class AuthMiddleware:
             purpose_of_use=purpose,
             break_glass_reason=reason,
             remote_address=remote,
+            exchange=exchange,
             unrestricted=exchange and grants.everything(),
         )
         state["principal"] = principal

@@ -16,7 +16,8 @@ class Principal:
 
     client_id: str
     organization: str | None
-    """``Organization/{id}`` of the institution the client belongs to; None for the exchange itself."""
+    """``Organization/{id}`` of the institution the client belongs to; None for the exchange itself, and for a
+    client of no institution (which ``exchange`` tells apart)."""
     scopes: frozenset[str] = field(default_factory=frozenset)
     """Granted SMART scopes as strings (v1 ``system/Patient.read`` or v2 ``system/Patient.rs?category=…``)."""
     user: str | None = None
@@ -27,13 +28,23 @@ class Principal:
     """HL7 v3 PurposeOfUse code the caller stated (``TREAT``, ``ETREAT`` for break-glass, ``PATRQT`` …)."""
     break_glass_reason: str | None = None
     """The reason given for an emergency read beyond the usual consent rules; None for ordinary access."""
+    exchange: bool = False
+    """Acts for the exchange itself (a client registered with ``--exchange``): no institution or consent filter
+    applies and its writes are not limited by ownership; its scopes still apply unless it is ``unrestricted``."""
     unrestricted: bool = False
-    """The exchange itself (or a deployment with authentication turned off): no scope or access filter applies."""
+    """The exchange with every scope (``system/*.*``), or a deployment with authentication turned off: no scope
+    or access filter applies. Always also ``exchange``."""
     remote_address: str | None = None
     """Network address the request came from, for the audit trail."""
 
+    def __post_init__(self) -> None:
+        if self.unrestricted and not self.exchange:
+            raise ValueError("An unrestricted principal acts for the exchange: set exchange=True as well.")
 
-SYSTEM = Principal(client_id="hie", organization=None, scopes=frozenset({"system/*.*"}), unrestricted=True)
+
+SYSTEM = Principal(
+    client_id="hie", organization=None, scopes=frozenset({"system/*.*"}), exchange=True, unrestricted=True
+)
 """The exchange acting on its own behalf."""
 
 ANONYMOUS = Principal(client_id="anonymous", organization=None)

@@ -28,9 +28,10 @@ def require_steward(call: Invocation) -> None:
     """Linking and merging residents' records is the exchange's identity stewards' work, not an institution's.
 
     Those operations change records of every institution, so only the exchange's own clients (registered with
-    ``--exchange``) and its in-process adapters may call them; an institution's client gets 403.
+    ``--exchange``; their scopes still apply) and its in-process adapters may call them; an institution's client
+    gets 403.
     """
-    if not call.principal.unrestricted:
+    if not call.principal.exchange:
         raise FhirError(
             "forbidden",
             f"${call.path.rsplit('$', 1)[-1]} links or merges residents' records across institutions: only the "

@@ -93,7 +93,7 @@ def test_client_create_with_jwks_file_has_no_secret(runner, tmp_path, anonymous)
         ["--scope", "system/Patient.zz"],
         ["--scope", "patient/Patient.read"],
         ["--scope", ""],
-        ["--scope", "system/*.rs", "--exchange"],
+        ["--organization", "Organization/wz-7", "--scope", "system/*.rs", "--exchange"],
         ["--scope", "system/*.rs", "--jwks-url", "ftp://x"],
     ],
 )
