@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from fhir_server.search import param_ids, pinyin, ucum
+from fhir_server.search import date_spans, param_ids, pinyin, ucum
 from fhir_server.search.extract import Extractor, compile_expression, root_elements
 from fhir_server.search.parameters import Registry, SearchParam
 from fhir_server.search.values import date_range, fold
@@ -37,8 +37,11 @@ _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", 
 _GROUPED = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
 
 
-def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any]) -> dict[str, list[Row]]:
-    """All index rows of a resource, grouped by the table type they go to (keys of ``INDEX_TABLES``)."""
+def index_rows(
+    registry: Registry, resource_type: str, resource: dict[str, Any], *, only: frozenset[str] | None = None
+) -> dict[str, list[Row]]:
+    """All index rows of a resource, grouped by the table type they go to (keys of ``INDEX_TABLES``); with
+    ``only``, the rows of the parameters whose walk may start from one of those top-level elements."""
     rows: dict[str, list[Row]] = {}
     seen: set[tuple] = set()
 
@@ -55,6 +58,8 @@ def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any])
     for indexer in _indexers(registry, resource_type):
         if indexer.roots is not None and indexer.roots.isdisjoint(resource):
             continue  # none of the elements the walk starts from is present
+        if only is not None and indexer.roots is not None and indexer.roots.isdisjoint(only):
+            continue
         values = indexer.extract(resource, resource)
         if not values:
             continue
@@ -72,6 +77,26 @@ def index_rows(registry: Registry, resource_type: str, resource: dict[str, Any])
     return rows
 
 
+def reindexed(
+    registry: Registry,
+    resource_type: str,
+    resource: dict[str, Any],
+    rows: dict[str, list[Row]],
+    changed: frozenset[str],
+) -> dict[str, list[Row]]:
+    """``rows`` (:func:`index_rows` of an earlier state of ``resource``) after its top-level elements ``changed``
+    changed: the parameters whose walk may read them are extracted again, the other parameters' rows kept."""
+    redone: set[str] = set()
+    for indexer in _indexers(registry, resource_type):
+        if indexer.roots is None or not indexer.roots.isdisjoint(changed):
+            redone.update((indexer.code, indexer.identifier_code))
+            redone.update(f"{indexer.code}${position}" for position in range(len(indexer.components)))
+    result = {table: [row for row in table_rows if row["param"] not in redone] for table, table_rows in rows.items()}
+    for table, table_rows in index_rows(registry, resource_type, resource, only=changed).items():
+        result.setdefault(table, []).extend(table_rows)
+    return {table: table_rows for table, table_rows in result.items() if table_rows}
+
+
 def stored_rows(
     conn: Connection, registry: Registry, resource_type: str, resource: dict[str, Any], res_pk: int
 ) -> dict[str, list[Row]]:
@@ -86,7 +111,25 @@ def as_stored(conn: Connection, resource_type: str, rows: dict[str, list[Row]], 
     for table_rows in rows.values():
         for row in table_rows:
             row["param_id"], row["res_pk"] = ids[resource_type, row.pop("param")], res_pk
+    if "date" in rows:
+        date_spans.widen(conn, reach_of_dates(rows["date"]))
     return rows
+
+
+def reach_of_dates(rows: list[Row]) -> dict[int, int]:
+    """``param_id`` → how far one resource's date rows of it reach: its greatest bound (``low`` or ``high``) less
+    its least, for the bound ``search.date_spans`` keeps. A parameter of which the resource has a row with an
+    open end is left out (a search reads those rows apart)."""
+    hulls: dict[int, tuple[int, int]] = {}
+    open_ended: set[int] = set()
+    for row in rows:
+        param_id, low, high = row["param_id"], row["low"], row["high"]
+        if low == UNBOUNDED_LOW or high == UNBOUNDED_HIGH:
+            open_ended.add(param_id)
+        else:
+            first, last = hulls.get(param_id, (low, high))
+            hulls[param_id] = (min(first, low, high), max(last, low, high))
+    return {param_id: last - first for param_id, (first, last) in hulls.items() if param_id not in open_ended}
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -37,8 +38,15 @@ from sqlalchemy import (
 )
 
 from fhir_server.errors import FhirError
-from fhir_server.search import ucum
-from fhir_server.search.index import IDENTIFIER_SUFFIX, MAX_TEXT, OF_TYPE, search_hash
+from fhir_server.search import date_spans, ucum
+from fhir_server.search.index import (
+    IDENTIFIER_SUFFIX,
+    MAX_TEXT,
+    OF_TYPE,
+    UNBOUNDED_HIGH,
+    UNBOUNDED_LOW,
+    search_hash,
+)
 from fhir_server.search.param_ids import ids_named
 from fhir_server.search.request import (
     Bounds,
@@ -56,7 +64,7 @@ from fhir_server.search.request import (
 )
 from fhir_server.search.terminology import Subsumption, Terminology, ValueSetRef
 from fhir_server.search.values import fold
-from fhir_server.storage.tables import INDEX_TABLES, reference_index, resources, token_index
+from fhir_server.storage.tables import INDEX_TABLES, date_index, reference_index, resources, token_index
 
 _EARTH_KM = 6371.0088
 LARGE_CODE_SET = 100
@@ -130,6 +138,53 @@ def selectivity(clause: Clause) -> int | None:
     if kind == "token" and not all(isinstance(v, Token | OfType) and getattr(v, "code", 1) for v in clause.values):
         return None
     return _RANKS[kind]
+
+
+@dataclass(frozen=True)
+class DateWindow:
+    """Criteria on one date parameter that bound it on both sides: each matching resource has a row with a
+    bound (``low`` or ``high``) at or after ``after`` and one at or before ``before`` (``search.date_spans``)."""
+
+    code: str
+    after: int
+    before: int
+
+
+def date_windows(clauses: list[Clause]) -> list[DateWindow]:
+    """The windows the date criteria of a search give, one per parameter bounded on both sides."""
+    reach: dict[str, tuple[int | None, int | None]] = {}
+    for clause in clauses:
+        if not isinstance(clause, Match) or clause.param.type != "date" or clause.modifier is not None:
+            continue
+        if clause.param.code == "_lastUpdated":
+            continue
+        ends = [_date_reach(value) for value in clause.values]
+        after = None if any(a is None for a, _ in ends) else min(a for a, _ in ends)  # type: ignore[type-var]
+        before = None if any(b is None for _, b in ends) else max(b for _, b in ends)  # type: ignore[type-var]
+        known_after, known_before = reach.get(clause.param.code, (None, None))
+        reach[clause.param.code] = (
+            after if known_after is None else known_after if after is None else max(after, known_after),
+            before if known_before is None else known_before if before is None else min(before, known_before),
+        )
+    return [DateWindow(code, a, b) for code, (a, b) in reach.items() if a is not None and b is not None]
+
+
+def _date_reach(value: Bounds) -> tuple[int | None, int | None]:
+    """(a bound a matching row has at or after, one it has at or before) for a date value of ``bounds``; None
+    where the prefix leaves that side open. Stated on the row's own bounds, so a row whose ``low`` is after its
+    ``high`` (a Period written backwards) is covered as well."""
+    prefix, low, high = value.prefix, int(value.low), int(value.high)
+    if prefix == "eq":  # low >= search low, high <= search high
+        return low, high
+    if prefix == "ge":  # high > search high, or contained (low >= search low)
+        return low, None
+    if prefix in ("gt", "sa"):  # high > search high; low > search high
+        return high + 1, None
+    if prefix == "le":  # low < search low, or contained (high <= search high)
+        return None, high
+    if prefix in ("lt", "eb"):  # low < search low; high < search low
+        return None, low - 1
+    return None, None  # ne, ap
 
 
 def _reads_resource_row(clause: Clause) -> bool:
@@ -242,6 +297,35 @@ class PredicateBuilder:
         conditions = [self.row_condition(param.type, table, v, clause.modifier) for v in clause.values]
         rows = select(table.c.res_pk).where(self.param_is(table, target.type_name, param.code), or_(*conditions))
         return target.pk.in_(rows)
+
+    def driving_window(self, target: Target, window: DateWindow) -> ColumnElement[bool]:
+        """``res_pk IN`` the date rows that can be a matching resource's earliest: ``low`` within the window
+        widened by the parameter's stored reach on both sides (``ix_date_low``), and the rows with an open end,
+        whose resources the reach leaves out (``ix_date_low``, ``ix_date_high``). Every criterion is still tested
+        per candidate; the window only narrows which resources are tested.
+
+        With ``r`` the reach, a matching resource's bounds lie between its least ``e`` and greatest ``E``, with
+        ``E - e <= r``, ``E >= after`` and ``e <= before``; its earliest ``low`` lies in [e, E], so in
+        [after - r, before + r] (the upper widening serves rows written backwards).
+        """
+        assert target.type_name is not None
+        param_id = self.ids(target.type_name, window.code)
+        reach = date_spans.bound_of(param_id)
+        earliest, open_start, open_end = (self.alias(date_index).c for _ in range(3))
+        rows = union_all(
+            select(earliest.res_pk).where(
+                earliest.param_id == param_id,
+                earliest.low >= window.after - reach,
+                earliest.low <= window.before + reach,
+            ),
+            select(open_start.res_pk).where(open_start.param_id == param_id, open_start.low == UNBOUNDED_LOW),
+            select(open_end.res_pk).where(open_end.param_id == param_id, open_end.high == UNBOUNDED_HIGH),
+        )
+        if self.dialect != "postgresql":
+            return target.pk.in_(rows)
+        # read first, as in ``first``; the column named, not taken from the CTE's collection (built per call)
+        lead = rows.cte(f"lead_{next(self._aliases)}").prefix_with("MATERIALIZED")
+        return target.pk.in_(select(literal_column("res_pk")).select_from(lead))
 
     def first(self, rows: Any) -> Any:
         """A chain's or ``_has``'s rows as a ``MATERIALIZED`` CTE on PostgreSQL, so that the planner reads them

@@ -14,12 +14,20 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, false, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
-from fhir_server.search import param_ids
+from fhir_server.search import date_spans, param_ids
 from fhir_server.search.parameters import Registry
-from fhir_server.search.predicates import PredicateBuilder, Target, selectivity, table_alias
+from fhir_server.search.predicates import (
+    DateWindow,
+    PredicateBuilder,
+    Target,
+    date_windows,
+    selectivity,
+    table_alias,
+)
 from fhir_server.search.request import (
     Chain,
     Clause,
+    Has,
     Match,
     SearchRequest,
     SortKey,
@@ -102,6 +110,10 @@ def conditions(
     clauses = [*request.clauses, *(extra or [])]
     lead = _leading_clause(clauses) if target.type_name else None
     pinned = False
+    window = _leading_window(conn, target, clauses, lead)
+    if window is not None:
+        where.append(builder.driving_window(target, window))
+        lead, pinned = None, True
     for clause in clauses:
         try:
             if clause is lead:
@@ -133,6 +145,34 @@ def _leading_clause(clauses: list[Clause]) -> Clause | None:
         if (rank := selectivity(c)) is not None
     ]
     return clauses[min(ranked)[2]] if ranked else None
+
+
+NARROW_WINDOW = 31 * 86_400_000_000
+"""A date window (widened by the parameter's reach) at most this wide (microseconds) leads before a token,
+string or uri criterion: a month of one date parameter is taken to hold fewer rows than one code."""
+
+
+def _leading_window(conn: Connection, target: Target, clauses: list[Clause], lead: Clause | None) -> DateWindow | None:
+    """The date window a search starts from instead of ``lead``, if any (``PredicateBuilder.driving_window``).
+
+    A window never displaces a reference, chain or ``_has`` (a resource's own few), nor ``_id``; a narrow one
+    (``NARROW_WINDOW``) displaces any other criterion, a wider one only a date, number or quantity range.
+    """
+    res_type = target.type_name
+    if res_type is None or isinstance(lead, Chain | Has):
+        return None
+    if isinstance(lead, Match) and lead.param.type == "reference":
+        return None
+    if any(isinstance(c, Match) and c.param.code == "_id" and c.modifier is None for c in clauses):
+        return None
+    displaced = lead.param.type if isinstance(lead, Match) else None
+    ranked = []
+    for window in date_windows(clauses):
+        reach = date_spans.longest(conn, param_ids.lookup(conn, res_type, window.code)) or 0
+        width = window.before - window.after + 2 * reach
+        if displaced in (None, "date", "number", "quantity") or width <= NARROW_WINDOW:
+            ranked.append((width, window.code, window))
+    return min(ranked)[2] if ranked else None
 
 
 def search(

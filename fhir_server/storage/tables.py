@@ -71,6 +71,14 @@ search_param_ids = Table(
 )
 """Integer ids of (resource type, search parameter), given once per database (``search.param_ids``)."""
 
+search_date_spans = Table(
+    "search_date_spans",
+    metadata,
+    Column("param_id", Integer, primary_key=True, autoincrement=False),
+    Column("span", BigInteger, nullable=False, comment="upper bound of a resource's latest high less earliest low"),
+)
+"""Per date parameter, how far a resource's date rows of it reach (``search.date_spans``; migration 0017)."""
+
 
 def _param_id_column() -> Column:
     return Column("param_id", Integer, nullable=False, comment="search_param_ids: resource type and parameter")
@@ -124,7 +132,7 @@ date_index = Table(
     _group_column(),
     Column("low", BigInteger, nullable=False, comment="microseconds since the epoch, inclusive"),
     Column("high", BigInteger, nullable=False, comment="microseconds since the epoch, inclusive"),
-    Index("ix_date_low", "param_id", "low"),
+    Index("ix_date_low", "param_id", "low", "res_pk"),  # covering: a date window reads no table row
     Index("ix_date_high", "param_id", "high"),
     Index("ix_date_res_param", "res_pk", "param_id", "low", "high"),
 )
