@@ -11,10 +11,10 @@ created five ways, as ``bench/security_overhead.py`` serves it: "off" (authentic
 "other" (both, with the token of another institution, which reads by the residents' consent to sharing).
 Each answers ``--requests`` reads of a Patient and half as many searches ``Observation?subject=…&_count=10``,
 called as raw ASGI requests, one at a time, in ``--trials`` trials; the process's CPU time of the fastest trial is
-reported per request (the audit writer's flush included; the request's unit of work runs in the thread pool as in
-the server). Because it is CPU time of one process, other work on a shared machine changes it far less than
-wall-clock throughput. ``--profile SETTING`` prints a cProfile of the reads of that setting (the unit of work run
-inline so that one profiler sees it).
+reported per request (the audit writer's flush included; the request's unit of work runs where the server runs it:
+a read by id on SQLite on the event loop, anything else in the thread pool). Because it is CPU time of one process,
+other work on a shared machine changes it far less than wall-clock throughput. ``--profile SETTING`` prints a
+cProfile of the reads of that setting (the unit of work run inline so that one profiler sees it).
 """
 
 from __future__ import annotations

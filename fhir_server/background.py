@@ -28,6 +28,10 @@ log = logging.getLogger("hie.background")
 
 MATCH_BATCH = 1000
 HOUSEKEEPING_SECONDS = 60.0
+DISPATCH_SPACING = 0.05
+"""Seconds from one dispatch pass's start to the next at least: after a quiet spell a commit is matched at once;
+under a burst of writes one pass matches the events of several commits (each pass is a few statements and a
+write transaction, whatever it finds)."""
 MODES = ("thread", "celery", "off")
 
 
@@ -146,6 +150,7 @@ class Background:
         while not self._stop.is_set():
             self._wake.clear()
             wait = self.settings.background_poll_seconds
+            started = time.monotonic()
             try:
                 self.dispatch_once()
                 if time.monotonic() - housekeeping > HOUSEKEEPING_SECONDS:
@@ -157,6 +162,7 @@ class Background:
             except Exception:
                 log.exception("subscription dispatch failed; retrying")
             self._wake.wait(wait)
+            self._stop.wait(started + DISPATCH_SPACING - time.monotonic())
 
     def _submit(self, subscription_id: str) -> None:
         with self._lock:

@@ -45,6 +45,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8080, help="TCP port."),
     workers: int = typer.Option(1, help="Worker processes (use several on PostgreSQL)."),
+    access_log: bool = typer.Option(
+        False, help="Also log a line per request (each FHIR request is in the audit trail already)."
+    ),
 ) -> None:
     """Serve the FHIR API at http://HOST:PORT/fhir."""
     settings = load_settings()
@@ -56,6 +59,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        access_log=access_log,
     )
 
 

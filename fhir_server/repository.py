@@ -15,11 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, or_, select, text, update
+from sqlalchemy import Connection, Select, and_, bindparam, delete, exists, insert, or_, select, text, update
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.errors import FhirError, gone, invalid, not_found, precondition_failed
-from fhir_server.search.index import as_stored, index_rows, stored_rows
+from fhir_server.search.index import as_stored, index_rows, reindexed, stored_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.search.values import from_micros
 from fhir_server.storage.codec import decode_body, encode_body
@@ -106,8 +106,10 @@ StampHook = Callable[[dict[str, Any]], str | None]
 """Called with each resource about to be stored (create or update): may stamp it (``meta.source``) and returns
 the institution owning a new resource (``resources.owner_org``; None: the exchange). Access control is one."""
 
-Readable = Callable[[Connection, str, int, str | None], bool]
-"""Whether the caller may read a resource: (connection, type, ``res_pk``, owner institution) → readable."""
+Readable = Callable[[Select[Any], str], tuple[Select[Any], dict[str, Any]] | None]
+"""Whether the caller may read a resource, asked in the read's own statement: (the statement over ``resources``,
+the type) → the statement with a column ``readable`` (true or 1 when readable) added and the values it binds;
+None: readable."""
 
 
 class Repository:
@@ -139,27 +141,21 @@ class Repository:
         readable: Readable | None = None,
     ) -> Version | None:
         """The latest version (possibly a tombstone), or None if the resource never existed or ``readable`` (the
-        caller's access, asked about the row found: its owner answers at once) hides it.
+        caller's access, decided in the same statement) hides it.
 
         With ``lock`` the resource row is locked first, on its own, so that a writer waiting for a
         concurrent one re-reads the row it committed (PostgreSQL re-checks a locked row, not a join).
         """
         if lock:
-            head = conn.execute(
-                select(resources.c.res_pk, resources.c.version)
-                .where(resources.c.res_type == res_type, resources.c.res_id == res_id)
-                .with_for_update()
-            ).first()
+            head = conn.execute(_HEAD_FOR_UPDATE, {"current_type": res_type, "current_id": res_id}).first()
             if head is None:
                 return None
-            row = conn.execute(
-                select(resource_versions.c.ts, resource_versions.c.method, resource_versions.c.body).where(
-                    resource_versions.c.res_pk == head.res_pk, resource_versions.c.version == head.version
-                )
-            ).one()
+            row = conn.execute(_VERSION_ROW, {"version_pk": head.res_pk, "version_no": head.version}).one()
             return Version(res_type, res_id, head.version, row.ts, row.method, _inflate(row.body), head.res_pk)
-        row = conn.execute(_CURRENT, {"current_type": res_type, "current_id": res_id}).first()
-        if row is None or (readable is not None and not readable(conn, res_type, row.res_pk, row.owner_org)):
+        judged = readable(_CURRENT, res_type) if readable is not None else None
+        statement, params = judged or (_CURRENT, {})
+        row = conn.execute(statement, {**params, "current_type": res_type, "current_id": res_id}).first()
+        if row is None or (judged is not None and not row.readable):
             return None
         return Version(res_type, res_id, row.version, row.ts, row.method, _inflate(row.body), row.res_pk)
 
@@ -258,6 +254,20 @@ class Repository:
         body = _stamp(resource, res_id, 1, ts)
         return PreparedCreate(res_id, ts, owner, body, index_rows(self.registry, resource["resourceType"], resource))
 
+    def _amended(self, done: PreparedCreate, resource: dict[str, Any]) -> PreparedCreate:
+        """``done`` after a before-write hook changed its resource (the MPI's ``link``): stamped and serialised
+        again; only the parameters that may read the top-level elements it changed are extracted again."""
+        before = orjson.loads(done.body)
+        owner = self._owner(resource)
+        body = _stamp(resource, done.res_id, 1, done.ts)
+        changed = frozenset(
+            key
+            for key in before.keys() | resource.keys()
+            if key not in before or key not in resource or orjson.dumps(before[key]) != orjson.dumps(resource[key])
+        )
+        rows = reindexed(self.registry, resource["resourceType"], resource, done.rows, changed)
+        return PreparedCreate(done.res_id, done.ts, owner, body, rows)
+
     def create_many(
         self,
         conn: Connection,
@@ -275,8 +285,10 @@ class Repository:
         ready = []
         for i, (resource, res_id) in enumerate(items):
             done = prepared[i] if prepared else None
-            if done is None or done.res_id != res_id or orjson.dumps(resource) != done.body:
+            if done is None or done.res_id != res_id:
                 done = self._prepare(resource, res_id, ts)
+            elif orjson.dumps(resource) != done.body:
+                done = self._amended(done, resource)
             ready.append(done)
         rows = [
             {
@@ -546,6 +558,18 @@ _CURRENT = (
     .where(resources.c.res_type == bindparam("current_type"), resources.c.res_id == bindparam("current_id"))
 )
 """The current version of one resource, built once (a read builds no SQL constructs of its own)."""
+
+_HEAD_FOR_UPDATE = (
+    select(resources.c.res_pk, resources.c.version)
+    .where(resources.c.res_type == bindparam("current_type"), resources.c.res_id == bindparam("current_id"))
+    .with_for_update()
+)
+"""The resource row of a writer, locked on its own (see :meth:`Repository.current`), built once."""
+
+_VERSION_ROW = select(resource_versions.c.ts, resource_versions.c.method, resource_versions.c.body).where(
+    resource_versions.c.res_pk == bindparam("version_pk"), resource_versions.c.version == bindparam("version_no")
+)
+"""One version of a resource, built once."""
 
 
 def expect_id(resource: dict[str, Any], url_id: str) -> None:

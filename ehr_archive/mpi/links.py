@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, text, update
 
 from ehr_archive.mpi.records import Member
 from fhir_server.storage.inserts import insert_many
@@ -69,7 +69,10 @@ def _record(row: Any) -> Record:
 
 def golden_active(conn: Connection, golden_id: str) -> bool | None:
     """True/False for a known golden, None when the id is not a golden."""
-    return conn.execute(select(mpi_goldens.c.active).where(mpi_goldens.c.golden_id == golden_id)).scalar_one_or_none()
+    return conn.execute(_GOLDEN_ACTIVE, {"golden_id": golden_id}).scalar_one_or_none()
+
+
+_GOLDEN_ACTIVE = select(mpi_goldens.c.active).where(mpi_goldens.c.golden_id == bindparam("golden_id"))
 
 
 def goldens_among(conn: Connection, ids: Iterable[str]) -> set[str]:
@@ -122,10 +125,12 @@ _GOLDEN_OR_RECORD = text(
 
 
 def members(conn: Connection, golden_id: str) -> list[Record]:
-    rows = conn.execute(
-        select(mpi_records).where(mpi_records.c.golden_id == golden_id).order_by(mpi_records.c.source_id)
-    )
-    return [_record(row) for row in rows]
+    return [_record(row) for row in conn.execute(_MEMBERS, {"golden_id": golden_id})]
+
+
+_MEMBERS = (
+    select(mpi_records).where(mpi_records.c.golden_id == bindparam("golden_id")).order_by(mpi_records.c.source_id)
+)
 
 
 def save_record(

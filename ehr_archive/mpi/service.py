@@ -11,12 +11,15 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, event
 
 from ehr_archive.matching import (
@@ -132,7 +135,7 @@ class MasterPatientIndex:
         """Best result per golden among the records sharing a blocking key: ``{golden_id: (result, source_id)}``."""
         best: dict[str, tuple[MatchResult, str]] = {}
         for candidate in links.candidates(conn, blocking_keys(record), exclude=exclude):
-            other = person_record_from_patient(candidate.demographics, candidate.source_id)
+            other = _folded(candidate.source_id, orjson.dumps(candidate.demographics))
             result = score_pair(record, other, model=self.model, thresholds=self.thresholds)
             if result.grade is MatchGrade.CERTAINLY_NOT:
                 continue
@@ -228,7 +231,7 @@ class MasterPatientIndex:
             _RANK[
                 score_pair(
                     record,
-                    person_record_from_patient(m.demographics, m.source_id),
+                    _folded(m.source_id, orjson.dumps(m.demographics)),
                     model=self.model,
                     thresholds=self.thresholds,
                 ).grade
@@ -512,12 +515,17 @@ class _Rebuilder:
     rebuild`` does the same by hand. At exit the thread finishes what it was woken for.
     """
 
+    SPACING = 0.05
+    """Seconds from one drain's start to the next at least: after a quiet spell a wake drains at once; under a
+    burst of writes one drain takes the goldens of several (one unit of work, commit and outbox wake-up for all)."""
+
     def __init__(self, mpi: MasterPatientIndex, engine: Engine) -> None:
         self.mpi = mpi
         self.engine = engine
         self._changed = threading.Condition()
         self._pending = False
         self._stopping = False
+        self._drained = -self.SPACING
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hie-mpi-goldens", daemon=True)
         atexit.register(self.stop)
@@ -549,11 +557,22 @@ class _Rebuilder:
                     self._changed.wait()
                 if not self._pending:
                     return
+                rest = self._drained + self.SPACING - time.monotonic()
+                if rest > 0:
+                    self._changed.wait_for(lambda: self._stopping, rest)
                 self._pending = False
+            self._drained = time.monotonic()
             try:
                 self.mpi.rebuild_pending(self.engine)
             except Exception:  # the queue keeps them: the next wake retries
                 log.exception("background rebuild of golden Patients failed")
+
+
+@lru_cache(maxsize=8192)
+def _folded(source_id: str, demographics: bytes) -> PersonRecord:
+    """A filed record as the matcher compares it, kept for the next writes it is a candidate of (the same
+    record and demographics fold the same way; a changed record is a new key)."""
+    return person_record_from_patient(orjson.loads(demographics), source_id)
 
 
 def _link_targets(patient: dict[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, event, select
 
 from fhir_server.access.caller import acting_principal
 from fhir_server.access.codes import CLIENT_ID_SYSTEM, DATA_OPERATION_SYSTEM, PARTICIPATION_TYPE_SYSTEM, source_uri
@@ -33,6 +33,13 @@ class _WriteLog:
 
 
 _LOG: ContextVar[_WriteLog | None] = ContextVar("hie_write_log", default=None)
+_SAVEPOINT_ROLLED_BACK = "hie_savepoint_rolled_back"
+"""``Connection.info`` key: a savepoint of the current unit of work was rolled back (with the writes after it)."""
+
+
+@event.listens_for(Engine, "rollback_savepoint")
+def _savepoint_rolled_back(conn: Connection, _name: str, _context: object) -> None:
+    conn.info[_SAVEPOINT_ROLLED_BACK] = True
 
 
 def stamp_write(resource: dict[str, Any]) -> str | None:
@@ -62,9 +69,13 @@ def recorded_writes(conn: Connection, repository: Repository) -> Iterator[None]:
         return
     log = _WriteLog()
     token = _LOG.set(log)
+    conn.info.pop(_SAVEPOINT_ROLLED_BACK, None)
     try:
         yield
-        written = still_stored(conn, log.versions)
+        if conn.info.pop(_SAVEPOINT_ROLLED_BACK, False):
+            written = still_stored(conn, log.versions)
+        else:  # nothing was rolled back: every version collected is stored (no statement to ask)
+            written = list({(x.res_pk, x.version): x for x in log.versions}.values())
         if written:
             log.closing = True
             repository.create(conn, provenance(principal, written, instant(max(v.ts for v in written))))

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ehr_archive.identifiers import validate_patient_identifiers
 from ehr_archive.mpi import install_mpi
 from fhir_server import access, definitions
+from fhir_server.access.inprocess import configure_in_process_audit
 from fhir_server.api import bulk, interactions, operations, search, subscriptions
 from fhir_server.api.dispatch import hot_routes
 from fhir_server.api.hardening import install_hardening, install_log_masking, rate_limiter, rate_limits
@@ -57,6 +58,7 @@ class Context:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
+        self._inline_reads = engine.dialect.name == "sqlite" and hasattr(engine.pool, "checkedin")
         self.service = FhirService(
             allow_multiple_delete=settings.allow_multiple_delete,
             max_delete=settings.max_conditional_delete,
@@ -65,8 +67,15 @@ class Context:
         if settings.mpi_enabled:
             install_mpi(self.service, rebuild=settings.mpi_golden_rebuild)
 
-    async def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
-        """Run ``work`` in one transaction off the event loop; retry when a concurrent writer won a race."""
+    async def run(self, work: Callable[[Connection], T], *, write: bool = True, bounded: bool = False) -> T:
+        """Run ``work`` in one transaction off the event loop; retry when a concurrent writer won a race.
+
+        ``bounded``: a read of one resource by id. On SQLite, with a pooled connection idle, it runs on the event
+        loop instead: the read is a few page-cache lookups that never wait for a writer (WAL), cheaper in CPU than
+        handing it to a worker thread and back. On PostgreSQL it would hold the loop through network round trips.
+        """
+        if bounded and not write and self._inline_reads and self.engine.pool.checkedin():  # type: ignore[attr-defined]
+            return self._run_sync(work, write)
         return await run_in_threadpool(self._run_sync, work, write)
 
     def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
@@ -129,6 +138,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or load_settings()
     engine = engine or create_db_engine(settings)
     context = Context(settings, engine)
+    configure_in_process_audit(engine, settings)  # the background work's events spool beside the requests'
     background = Background(settings, engine, context.service)
     audit = AuditTrail(
         engine,
@@ -139,6 +149,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     limiter = rate_limiter(settings)
     app = FastAPI(
+        # FastAPI's OpenTelemetry looks for global providers on every request; this service configures none.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="Wuzhou Health Information Exchange",
         version="0.1.0",
         docs_url="/docs",

@@ -247,25 +247,35 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self.app = app
         self.hsts = hsts
+        self._fhir = self._headers(csp=True, no_store=True)  # built once: the same few lists for every response
+        self._other = self._headers(csp=True, no_store=False)
+        self._docs = self._headers(csp=False, no_store=False)
+
+    def _headers(self, *, csp: bool, no_store: bool) -> list[tuple[bytes, bytes]]:
+        extra = dict(API_HEADERS)
+        if csp:
+            extra[b"content-security-policy"] = b"default-src 'none'; frame-ancestors 'none'"
+        if no_store:
+            extra[b"cache-control"] = b"no-store"
+        if self.hsts:
+            extra[b"strict-transport-security"] = b"max-age=31536000; includeSubDomains"
+        return list(extra.items())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        extra = dict(API_HEADERS)
-        if not path.startswith(DOCS_PATHS):
-            extra[b"content-security-policy"] = b"default-src 'none'; frame-ancestors 'none'"
         if path == "/fhir" or path.startswith("/fhir/"):
-            extra[b"cache-control"] = b"no-store"
-        if self.hsts:
-            extra[b"strict-transport-security"] = b"max-age=31536000; includeSubDomains"
+            extra = self._fhir
+        else:
+            extra = self._docs if path.startswith(DOCS_PATHS) else self._other
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers += [(name, value) for name, value in extra.items() if name not in present]
+                headers += [(name, value) for name, value in extra if name not in present]
                 message = {**message, "headers": headers}
             await send(message)
 

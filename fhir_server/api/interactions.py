@@ -219,7 +219,7 @@ def router(ctx: Context) -> APIRouter:
             check_version_in_scope(conn, service, request, found)  # the version answered, not the current one
             return found
 
-        found = await ctx.run(read_version, write=False)
+        found = await ctx.run(read_version, write=False, bounded=True)
         return resource_response(request, found)
 
     @api.get("/{res_type}/{res_id}")
@@ -233,7 +233,7 @@ def router(ctx: Context) -> APIRouter:
             check_in_scope(conn, service.matches, request, res_type, res_id, "r")
             return version
 
-        found = await ctx.run(read_current, write=False)
+        found = await ctx.run(read_current, write=False, bounded=True)
         if not_modified(request, found.version, found.ts):
             return Response(status_code=304, headers={"ETag": found.etag, "Last-Modified": http_date(found.ts)})
         return resource_response(request, found)

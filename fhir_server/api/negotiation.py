@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime, parsedate_to_datetime
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -21,6 +22,15 @@ def media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
 
+def header_value(request: Request, name: bytes) -> str | None:
+    """The first value of a request header, ``name`` in lower case as ASGI gives names; None when it is absent
+    (``request.headers.get`` raises and catches a ``KeyError`` for each absent one)."""
+    for key, value in request.headers.raw:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def check_accept(request: Request) -> None:
     """Only JSON is served; ``_format`` overrides Accept. Anything else is 406."""
     requested = request.query_params.get("_format")
@@ -28,7 +38,7 @@ def check_accept(request: Request) -> None:
         if requested.strip().lower() not in _FORMAT_ALIASES:
             raise FhirError("not-acceptable", f"_format={requested} is not served here; use _format=json.")
         return
-    accept = request.headers.get("accept")
+    accept = header_value(request, b"accept")
     if not accept:
         return
     offered = [media_type(part) for part in accept.split(",")]
@@ -87,18 +97,25 @@ def parse_etag(header: str, name: str) -> int:
     return int(tag)
 
 
-def http_date(micros: int) -> str:
-    from fhir_server.search.values import from_micros
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-    return format_datetime(from_micros(micros), usegmt=True)
+
+def http_date(micros: int) -> str:
+    """An IMF-fixdate (RFC 9110 §5.6.7) of a timestamp in microseconds: ``Tue, 19 Nov 2024 07:06:40 GMT``."""
+    t = time.gmtime(micros // 1_000_000)
+    return (
+        f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 def not_modified(request: Request, version: int, ts: int) -> bool:
     """Conditional read: ``If-None-Match`` or ``If-Modified-Since`` (R4B §3.1.0.2.1)."""
-    none_match = request.headers.get("if-none-match")
+    none_match = header_value(request, b"if-none-match")
     if none_match is not None:
         return any(tag.strip().removeprefix("W/").strip('"') in (str(version), "*") for tag in none_match.split(","))
-    since = request.headers.get("if-modified-since")
+    since = header_value(request, b"if-modified-since")
     if since is not None:
         try:
             moment = parsedate_to_datetime(since)

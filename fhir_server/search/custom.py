@@ -46,12 +46,13 @@ def changing(registry: Registry, res_type: str) -> None:
         _probed.pop(registry, None)
 
 
+_STORED_STAMP = select(func.max(resources.c.ts), func.count()).where(resources.c.res_type == "SearchParameter")
+"""When the stored SearchParameters last changed, and how many: built once (every write probes it)."""
+
+
 def sync_custom_parameters(conn: Connection, registry: Registry) -> bool:
     """Reload the custom parameters if SearchParameters changed since the last load; True when reloaded."""
-    stamp = conn.execute(
-        select(func.max(resources.c.ts), func.count()).where(resources.c.res_type == "SearchParameter")
-    ).one()
-    stamp = tuple(stamp)
+    stamp = tuple(conn.execute(_STORED_STAMP).one())
     if stamp == registry.custom_stamp:
         return False
     registry.replace_custom(stored_parameters(conn, registry), stamp)

@@ -43,6 +43,22 @@ _TRY_MATCH_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtext(current_schema
 """One matcher at a time per schema (PostgreSQL); SQLite serialises writers anyway."""
 _BATCH = 1000
 
+_SUBSCRIPTIONS_STAMP = select(func.max(resources.c.ts), func.count()).where(
+    resources.c.res_type == "Subscription", resources.c.deleted.is_(False)
+)
+"""When the stored Subscriptions last changed, and how many: built once (every pass after a commit runs it)."""
+
+_FIRST = deliveries.alias("first")
+_HEADS = select(deliveries.c.subscription_id, deliveries.c.next_attempt_at).where(
+    deliveries.c.status == "pending",
+    deliveries.c.channel == "rest-hook",
+    deliveries.c.id
+    == select(func.min(_FIRST.c.id))
+    .where(_FIRST.c.subscription_id == deliveries.c.subscription_id, _FIRST.c.status == "pending")
+    .scalar_subquery(),
+)
+"""The oldest pending rest-hook notification of each subscription, built once (twice per dispatch pass)."""
+
 
 def now_micros() -> int:
     return time.time_ns() // 1000
@@ -90,13 +106,7 @@ class Dispatcher:
 
     def active(self, conn: Connection) -> dict[str, SubscriptionSpec]:
         """Active Subscriptions by id; ``requested`` ones are activated, expired ones turned ``off``."""
-        stamp = tuple(
-            conn.execute(
-                select(func.max(resources.c.ts), func.count()).where(
-                    resources.c.res_type == "Subscription", resources.c.deleted.is_(False)
-                )
-            ).one()
-        )
+        stamp = tuple(conn.execute(_SUBSCRIPTIONS_STAMP).one())
         if stamp != self._stamp:
             self._specs = self._load(conn)
             self._stamp = stamp
@@ -222,18 +232,8 @@ class Dispatcher:
 
     def _heads(self) -> list[tuple[str, int]]:
         """``(subscription id, next attempt)`` of the oldest pending notification of each active subscription."""
-        first = deliveries.alias("first")
-        oldest = (
-            select(func.min(first.c.id))
-            .where(first.c.subscription_id == deliveries.c.subscription_id, first.c.status == "pending")
-            .scalar_subquery()
-        )
         with unit_of_work(self.engine, write=False) as conn:
-            rows = conn.execute(
-                select(deliveries.c.subscription_id, deliveries.c.next_attempt_at).where(
-                    deliveries.c.status == "pending", deliveries.c.channel == "rest-hook", deliveries.c.id == oldest
-                )
-            ).all()
+            rows = conn.execute(_HEADS).all()
             heads = []
             for subscription_id, at in sorted(rows):
                 spec = self.subscription(conn, subscription_id)

@@ -109,6 +109,22 @@ def test_an_update_that_changes_identity_relinks_the_record(mpi_client) -> None:
     assert f"Patient/{moving['id']}" in seealso(read(mpi_client, golden_id(elsewhere)))
 
 
+def test_a_record_changed_after_it_was_a_candidate_is_compared_as_it_is_now(mpi_client) -> None:
+    rid, new_rid = resident_id("19660415", 51), resident_id("19660415", 52)
+    first = create(mpi_client, patient(unique_org(), "S-1", family="莫", given="桂兰", born="1966-04-15", rid=rid))
+    other = create(mpi_client, patient(unique_org(), "S-2", family="莫", given="桂兰", born="1966-04-15", rid=new_rid))
+    assert golden_id(other) != golden_id(first)  # the first record was its candidate, with the first ID number
+    changed = patient(unique_org(), "S-1", family="莫", given="桂兰", born="1966-04-15", rid=new_rid)
+    changed["id"] = first["id"]
+    moved = mpi_client.put(f"/fhir/Patient/{first['id']}", json=changed)
+    assert moved.status_code == 200, moved.text
+    assert golden_id(moved.json()) == golden_id(other)
+
+    third = create(mpi_client, patient(unique_org(), "S-3", family="莫", given="桂兰", born="1966-04-15", rid=rid))
+
+    assert golden_id(third) != golden_id(other)  # nobody carries the first ID number any more
+
+
 def test_an_update_that_no_longer_fits_its_golden_leaves_it(mpi_client) -> None:
     rid = resident_id("19750505", 41)
     anchor = create(mpi_client, patient(unique_org(), "L-1", family="黄", given="志明", born="1975-05-05", rid=rid))

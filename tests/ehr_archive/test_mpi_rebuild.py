@@ -117,6 +117,31 @@ def test_background_rebuild_catches_up_after_the_commit(engine) -> None:
         mpi.stop()
 
 
+def test_background_rebuild_takes_the_goldens_of_a_burst_in_one_drain(engine, monkeypatch) -> None:
+    from ehr_archive.mpi.service import _Rebuilder
+
+    monkeypatch.setattr(_Rebuilder, "SPACING", 3.0)  # far longer than the burst below takes
+    service = FhirService()
+    mpi = install_mpi(service, rebuild="background")
+    drains: list[int] = []
+    drain = mpi.rebuild_pending
+    monkeypatch.setattr(mpi, "rebuild_pending", lambda engine, **kw: drains.append(drain(engine, **kw)))
+    try:
+        first = _create(engine, service, patient(unique_org(), "BU-0", family="甘", given="文", born="1961-02-03"))
+        assert mpi.wait_idle(30)
+        assert drains == [1] and _golden(engine, _refer(first)) is not None
+        given = ("武", "斌", "红", "莉")
+        burst = [
+            _create(engine, service, patient(unique_org(), f"BU-{n}", family="甘", given=name, born=f"197{n}-02-03"))
+            for n, name in enumerate(given, start=1)
+        ]
+        assert mpi.wait_idle(30)
+        assert drains == [1, 4]  # one unit of work for the four goldens
+        assert all(_golden(engine, _refer(record)) is not None for record in burst)
+    finally:
+        mpi.stop()
+
+
 def test_inline_rebuild_writes_the_golden_in_the_writers_unit_of_work(engine) -> None:
     service = FhirService()
     install_mpi(service, rebuild="inline")

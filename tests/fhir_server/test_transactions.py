@@ -228,3 +228,36 @@ def test_a_parameter_another_worker_stored_indexes_the_next_transaction(engine):
         pks = find(conn, service.registry, "Patient", [(code, "岑溪市")], limit=10)
         found = service.repository.load_many(conn, pks)
     assert [version.res_id for version in found] == [pid]
+
+
+def test_a_resource_a_before_write_hook_amends_is_indexed_as_stored(engine):
+    """The rows prepared before the unit of work are brought up to date with what a hook changed (the MPI's link)."""
+    from fhir_server.search.query import find
+    from fhir_server.service import FhirService
+    from fhir_server.storage.engine import unit_of_work
+    from fhir_server.transactions import BundleProcessor
+
+    marker = uuid.uuid4().hex
+
+    def amend(_conn, res_type, _res_id, resource):  # type: ignore[no-untyped-def]
+        if res_type == "Patient" and resource is not None:
+            resource["link"] = [{"other": {"reference": f"Patient/golden-{marker}"}, "type": "refer"}]
+            resource.pop("telecom")
+            resource["name"][0]["given"] = ["秀英"]
+
+    service = FhirService(before_write=[amend])
+    resident = {**patient(marker), "telecom": [{"system": "phone", "value": f"0774-{marker}"}]}
+    with unit_of_work(engine) as conn:
+        result = BundleProcessor(service).transaction(conn, tx([post_entry(resident)]))
+    pid = result["entry"][0]["resource"]["id"]
+
+    def search(*params: tuple[str, str]) -> list[str]:
+        with unit_of_work(engine, write=False) as conn:
+            pks = find(conn, service.registry, "Patient", list(params), limit=10)
+            return [version.res_id for version in service.repository.load_many(conn, pks)]
+
+    assert search(("link", f"Patient/golden-{marker}")) == [pid]
+    assert search(("identifier", f"urn:test:tx|{marker}"), ("given", "秀英")) == [pid]
+    assert search(("identifier", f"urn:test:tx|{marker}"), ("given", "桂芳")) == []
+    assert search(("telecom", f"0774-{marker}")) == []
+    assert result["entry"][0]["resource"]["link"][0]["other"]["reference"] == f"Patient/golden-{marker}"

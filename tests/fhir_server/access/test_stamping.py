@@ -184,3 +184,18 @@ def test_in_process_work_can_act_for_an_institution(writers: Writers) -> None:
         created = service.create(conn, observation()).version
     assert created.resource()["meta"]["source"] == source_uri("Organization/writer-a", "batch-loader")
     assert owner(writers, "Observation", created.res_id) == "Organization/writer-a"
+
+
+def test_provenance_leaves_out_writes_rolled_back_to_a_savepoint(writers: Writers) -> None:
+    from fhir_server.access import recorded_writes
+
+    service = FhirService()
+    clinic = Principal(client_id="savepoint-writer", organization="Organization/writer-a")
+    with acting_as(clinic), unit_of_work(writers.engine) as conn, recorded_writes(conn, service.repository):
+        kept = service.create(conn, observation()).version
+        savepoint = conn.begin_nested()
+        dropped = service.create(conn, observation()).version
+        savepoint.rollback()
+    [provenance] = provenances(writers.a, f"Observation/{kept.res_id}")
+    assert provenance["target"] == [{"reference": kept.location}]
+    assert provenances(writers.a, f"Observation/{dropped.res_id}") == []
