@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, ScalarSelect, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from fhir_server.storage.engine import transaction_set
 from fhir_server.storage.tables import search_date_spans
 
 CHECK_INTERVAL = 0.25
@@ -103,11 +104,7 @@ def _cache(conn: Connection, caches: WeakKeyDictionary[Any, dict[int, Any]] | No
 
 def _raised(conn: Connection) -> set[int]:
     """Parameters whose bound this connection's transaction raised (not committed: never cached)."""
-    transaction = conn.get_transaction()
-    held = conn.info.get(_RAISED)
-    if held is None or held[0] is not transaction:
-        held = conn.info[_RAISED] = (transaction, set())
-    return held[1]
+    return transaction_set(conn, _RAISED)
 
 
 def _seen(conn: Connection) -> dict[int, int]:

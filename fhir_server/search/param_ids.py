@@ -16,6 +16,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
+from fhir_server.storage.engine import transaction_set
 from fhir_server.storage.tables import search_param_ids
 
 Pair = tuple[str, str]
@@ -45,11 +46,7 @@ def forget(conn: Connection) -> None:
 
 def _fresh(conn: Connection) -> set[Pair]:
     """Pairs given an id in the connection's current transaction (not cached until it has committed)."""
-    transaction = conn.get_transaction()
-    held = conn.info.get(_FRESH)
-    if held is None or held[0] is not transaction:
-        held = conn.info[_FRESH] = (transaction, set())
-    return held[1]
+    return transaction_set(conn, _FRESH)
 
 
 def _read(conn: Connection, pairs: list[Pair] | None) -> dict[Pair, int]:

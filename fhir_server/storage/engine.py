@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -195,6 +196,16 @@ def _configure_sqlite(engine: Engine, settings: Settings, lock: WriteLock, *, ba
         except BaseException:
             _release(connection, lock)
             raise
+
+
+def transaction_set(conn: Connection, key: str) -> set[Any]:
+    """A set kept on the connection for its current transaction only: a new, empty one in the next transaction
+    (what a transaction wrote and may still roll back, kept out of the caches that outlive it)."""
+    transaction = conn.get_transaction()
+    held = conn.info.get(key)
+    if held is None or held[0] is not transaction:
+        held = conn.info[key] = (transaction, set())
+    return held[1]
 
 
 def is_postgres(connection: Connection) -> bool:

@@ -14,6 +14,14 @@ from fhir_server.config import Settings
 from fhir_server.storage.engine import unit_of_work
 
 EMERGENCY = "Organization/em-120"
+SUBSCRIPTION = {
+    "resourceType": "Subscription",
+    "status": "active",
+    "criteria": "Observation?code=8867-4",
+    "reason": "follow-up",
+    "channel": {"type": "websocket"},
+}
+"""A Subscription to heart rates, for the rules on who may write one."""
 
 
 class Institution:

@@ -20,19 +20,12 @@ from fhir_server.auth.clients import RegistryError, register_client
 from fhir_server.auth.principal import SYSTEM, Principal
 from fhir_server.errors import FhirError
 from fhir_server.storage.engine import unit_of_work
-from tests.fhir_server.access.conftest import Exchange, Institution
+from tests.fhir_server.access.conftest import SUBSCRIPTION, Exchange, Institution
 from tests.fhir_server.access.test_access_api import BODY_WEIGHT, observation, patient
 from tests.fhir_server.audit.conftest import AuditReader
 
 HEART_RATE_ONLY = "system/Observation.rs?code=http://loinc.org|8867-4"
 TASK = {"resourceType": "Task", "id": "task-a", "status": "requested", "intent": "order"}
-SUBSCRIPTION = {
-    "resourceType": "Subscription",
-    "status": "active",
-    "criteria": "Observation?code=8867-4",
-    "reason": "follow-up",
-    "channel": {"type": "websocket"},
-}
 
 
 def exchange_client(exchange: Exchange, scopes: str) -> Institution:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fhir_server.access.conftest import Exchange, Institution
+from tests.fhir_server.access.conftest import SUBSCRIPTION, Exchange, Institution
 
 SHARED = {
     "Organization": {"resourceType": "Organization", "id": "org-open", "name": "梧州市红十字会医院"},
@@ -78,15 +78,6 @@ def test_its_scopes_still_apply(world: Unaffiliated) -> None:
     assert world.tasks_only.get("/fhir/Organization/org-open").status_code == 200
     assert world.tasks_only.get("/fhir/ValueSet/vs-open").status_code == 403
     assert world.tasks_only.get("/fhir/Task/task-closed").status_code == 404
-
-
-SUBSCRIPTION = {
-    "resourceType": "Subscription",
-    "status": "active",
-    "criteria": "Observation?code=8867-4",
-    "reason": "follow-up",
-    "channel": {"type": "websocket"},
-}
 
 
 def test_an_institutions_client_creates_a_subscription(world: Unaffiliated) -> None:
