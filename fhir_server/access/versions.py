@@ -5,8 +5,10 @@ only. A stored older version is judged on a shadow copy: its index rows under a 
 owner (owners never change), inside a savepoint that is rolled back (:func:`shadow_version`, also used by the
 scope check of ``fhir_server.auth.enforce``); a history page copies the older versions it decides together, in
 one savepoint, and judges them in one statement per type. So a version that referenced another resident then is
-shared by that resident's consent, not by the current one's. Deleted resources and their history stay their
-owner's only; a deletion in the middle of a history has no content and is judged as the current version is.
+shared by that resident's consent, not by the current one's; an older Patient version is judged under its own id
+(its resident's consent and master patient index links apply), on its own labels. Deleted resources and their
+history stay their owner's only; a deletion in the middle of a history has no content and is judged as the current
+version is.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, insert, or_, select, tuple_
+from sqlalchemy import Connection, and_, case, insert, or_, select, tuple_
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.access.filters import Access
@@ -190,19 +192,38 @@ class VersionJudge:
             by_type: dict[str, set[int]] = {}
             for (_, found, _, _), res_pk in zip(shadowed, pks, strict=True):
                 by_type.setdefault(found.res_type, set()).add(res_pk)
+            real_ids = {res_pk: found.res_id for (_, found, _, _), res_pk in zip(shadowed, pks, strict=True)}
             readable: set[int] = set()
             for res_type, type_pks in sorted(by_type.items()):
-                readable.update(self._readable_among(writer, restriction, res_type, type_pks))
+                readable.update(self._readable_among(writer, restriction, res_type, type_pks, real_ids))
         finally:
             savepoint.rollback()
         return {position: res_pk in readable for (position, _, _, _), res_pk in zip(shadowed, pks, strict=True)}
 
     @staticmethod
-    def _readable_among(conn: Connection, restriction: Any, res_type: str, pks: set[int]) -> list[int]:
+    def _readable_among(
+        conn: Connection, restriction: Any, res_type: str, pks: set[int], real_ids: dict[int, str] | None = None
+    ) -> list[int]:
         """Which of these rows of one type the access condition lets through (what ``Access.readable`` decides
-        for each)."""
+        for each). With ``real_ids`` (shadow copies), each copy is judged under the id of the resource it copies:
+        an older Patient version is that resident (its consent and master patient index links apply), its own
+        index rows (``res_pk``) still decide what the rules say of its content (only a Patient's condition reads
+        the id of the row it judges)."""
         r = resources
-        query = select(r.c.res_pk).where(r.c.res_pk.in_(sorted(pks)), restriction(r, res_type))
+        table: Any = r
+        if real_ids is not None and res_type == "Patient":
+            table = (
+                select(
+                    r.c.res_pk,
+                    r.c.res_type,
+                    case({pk: real_ids[pk] for pk in sorted(pks)}, value=r.c.res_pk, else_=r.c.res_id).label("res_id"),
+                    r.c.deleted,
+                    r.c.owner_org,
+                )
+                .where(r.c.res_pk.in_(sorted(pks)))
+                .subquery("shadow")
+            )
+        query = select(table.c.res_pk).where(table.c.res_pk.in_(sorted(pks)), restriction(table, res_type))
         return list(conn.execute(query).scalars())
 
 

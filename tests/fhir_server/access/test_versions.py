@@ -1,7 +1,9 @@
 """Vread and history judge each version on its own content, not on the current version's, on both backends.
 
 Institution A holds Observations whose subject changed between versions: from a consenting resident (r1) to one
-who shares nothing (r2), and back. Clinic D reads; emergency services read by break-glass.
+who shares nothing (r2), and back, and Patients whose gender changed (an older Patient version is judged as that
+resident: its consent, or a linked record's, applies; its own labels still decide). Clinic D reads; emergency
+services read by break-glass.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ import pytest
 
 from fhir_server.auth.clients import register_client
 from fhir_server.storage.engine import unit_of_work
+from tests.fhir_server.access import test_consent_links
 from tests.fhir_server.access.conftest import EMERGENCY, Exchange, Institution
-from tests.fhir_server.access.test_access_api import _path, consent, observation, patient
+from tests.fhir_server.access.test_access_api import PSY, _path, consent, observation, patient
+from tests.fhir_server.access.test_consent_links import Linked, Person
 
+mpi_exchange = test_consent_links.mpi_exchange
+linked = test_consent_links.linked
+"""Residents known to several institutions, linked by the master patient index (module fixtures)."""
 REASON = "120 call 2026-0077: resident found unconscious"
 
 
@@ -132,3 +139,83 @@ def test_a_residents_app_reads_the_versions_about_its_resident(world: Versions) 
     assert world.app.get("/fhir/Observation/moved-away/_history/1").status_code == 200
     assert world.app.get("/fhir/Observation/moved-in/_history/1").status_code == 404
     assert versions_of(world.app, "moved-in") == ["2"]
+
+
+def patient_versions(who: Institution, res_id: str) -> list[str]:
+    response = who.get(f"/fhir/Patient/{res_id}/_history")
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    return [e["resource"]["meta"]["versionId"] for e in response.json().get("entry", []) if "resource" in e]
+
+
+def changed_gender(world: Versions, res_id: str, **older: object) -> None:
+    """A Patient of institution A whose gender (a token) changed: version 1 female (with ``older``), 2 male."""
+    world.a.put({**patient(res_id), **older})
+    world.a.put({**patient(res_id), "gender": "male"})
+
+
+def test_an_older_patient_version_is_judged_as_that_resident(world: Versions) -> None:
+    changed_gender(world, "gender-shared")
+    world.a.put(consent("consent-gender-shared", "gender-shared"))
+    assert world.d.get("/fhir/Patient/gender-shared").status_code == 200
+    older = world.d.get("/fhir/Patient/gender-shared/_history/1")
+    assert older.status_code == 200, older.text
+    assert older.json()["gender"] == "female"
+    assert patient_versions(world.d, "gender-shared") == ["2", "1"]
+    listed = world.d.get("/fhir/Patient/_history?_count=50").json()
+    seen = {e["fullUrl"].split("/fhir/", 1)[1] + "@" + e["resource"]["meta"]["versionId"] for e in listed["entry"]}
+    assert {"Patient/gender-shared@1", "Patient/gender-shared@2"} <= seen
+
+
+def test_an_older_patient_version_of_a_resident_sharing_nothing_is_hidden(world: Versions) -> None:
+    changed_gender(world, "gender-private")
+    for version in ("", "/_history/1", "/_history/2"):
+        hidden = world.d.get(f"/fhir/Patient/gender-private{version}")
+        assert hidden.status_code == 404
+        assert "gender-private is not known to this server" in hidden.text
+    assert patient_versions(world.d, "gender-private") == []
+    assert patient_versions(world.a, "gender-private") == ["2", "1"]
+
+
+def test_an_older_patient_version_is_hidden_once_consent_is_withdrawn(world: Versions) -> None:
+    changed_gender(world, "gender-withdrawn")
+    world.a.put(consent("consent-gender-withdrawn", "gender-withdrawn"))
+    assert world.d.get("/fhir/Patient/gender-withdrawn/_history/1").status_code == 200
+    world.a.put(consent("consent-gender-withdrawn", "gender-withdrawn", status="inactive"))
+    assert world.d.get("/fhir/Patient/gender-withdrawn").status_code == 404
+    assert world.d.get("/fhir/Patient/gender-withdrawn/_history/1").status_code == 404
+    assert patient_versions(world.d, "gender-withdrawn") == []
+
+
+def test_an_older_patient_version_keeps_its_own_security_labels(world: Versions) -> None:
+    changed_gender(world, "gender-labelled", meta={"security": [PSY]})
+    denied = {"type": "permit", "provision": [{"type": "deny", "securityLabel": [PSY]}]}
+    world.a.put(consent("consent-gender-labelled", "gender-labelled", denied))
+    assert world.d.get("/fhir/Patient/gender-labelled").status_code == 200
+    assert world.d.get("/fhir/Patient/gender-labelled/_history/2").status_code == 200
+    assert world.d.get("/fhir/Patient/gender-labelled/_history/1").status_code == 404
+    assert patient_versions(world.d, "gender-labelled") == ["2"]
+    assert world.a.get("/fhir/Patient/gender-labelled/_history/1").status_code == 200
+
+
+def test_a_residents_app_reads_the_older_versions_of_its_own_patient(exchange: Exchange, world: Versions) -> None:
+    changed_gender(world, "gender-own")
+    app = resident_app(exchange, "gender-own")
+    assert app.get("/fhir/Patient/gender-own/_history/1").status_code == 200
+    assert patient_versions(app, "gender-own") == ["2", "1"]
+    assert world.app.get("/fhir/Patient/gender-own/_history/1").status_code == 404
+
+
+def test_an_older_patient_version_is_shared_by_consent_on_a_linked_record(linked: Linked) -> None:
+    person = Person(linked, "versions", 120)
+    older = person.b["gender"]
+    changed = linked.b.put({**person.b, "gender": "female" if older == "male" else "male"})
+    assert changed["meta"]["versionId"] == "2"
+    records = f"/fhir/Patient/{person.b['id']}"
+    assert linked.d.get(f"{records}/_history/1").status_code == 404
+    linked.a.put(consent("cl-consent-versions", person.a["id"]))
+    assert linked.d.get(records).status_code == 200
+    shared = linked.d.get(f"{records}/_history/1")
+    assert shared.status_code == 200, shared.text
+    assert shared.json()["gender"] == older
