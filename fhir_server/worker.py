@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from fhir_server.access.inprocess import configure_in_process_audit, recover_in_process_audit
-from fhir_server.background import MATCH_BATCH
+from fhir_server.background import DISPATCH_SPACING, MATCH_BATCH
 from fhir_server.bulk.export import Exporter, expire
 from fhir_server.config import Settings, load_settings
 from fhir_server.service import FhirService
@@ -86,6 +86,9 @@ def dispatch_outbox() -> int:
         matched += result.events
         if result.events < MATCH_BATCH:
             break
+    if result.events and dispatcher.unmatched_left():
+        # This pass held the matcher lock: a pass started meanwhile skipped the events this one could not see.
+        dispatch_outbox.apply_async(countdown=DISPATCH_SPACING)
     for subscription_id in dispatcher.due():
         deliver_subscription.delay(subscription_id)
     return matched

@@ -189,6 +189,12 @@ class Dispatcher:
             outbox.mark_matched(conn, [event.seq for event in events])
         return MatchResult(len(events), sum(1 for r in rows if r["channel"] == "websocket"))
 
+    def unmatched_left(self) -> bool:
+        """Whether committed events wait for a pass: read after a pass's commit, it finds the events whose own
+        pass found the matcher lock taken while this one's snapshot was older than their commit."""
+        with unit_of_work(self.engine, write=False) as conn:
+            return outbox.any_unmatched(conn)
+
     def _deliveries(
         self, conn: Connection, live: dict[str, SubscriptionSpec], events: list[outbox.Event]
     ) -> list[dict[str, Any]]:
