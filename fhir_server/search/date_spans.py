@@ -20,7 +20,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, ScalarSelect, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from fhir_server.storage.engine import transaction_set
+from fhir_server.storage.engine import database_cache, transaction_set
 from fhir_server.storage.tables import search_date_spans
 
 CHECK_INTERVAL = 0.25
@@ -93,13 +93,7 @@ def forget(conn: Connection) -> None:
 def _cache(conn: Connection, caches: WeakKeyDictionary[Any, dict[int, Any]] | None = None) -> dict[int, Any]:
     """Committed bounds this process has read, per database (they only grow, so a cached one is a floor); with
     ``caches``, another map of the database (when each bound was read)."""
-    caches = _CACHES if caches is None else caches
-    pool = conn.engine.pool
-    with _LOCK:
-        cache = caches.get(pool)
-        if cache is None:
-            cache = caches[pool] = {}
-        return cache
+    return database_cache(_CACHES if caches is None else caches, conn, _LOCK)
 
 
 def _raised(conn: Connection) -> set[int]:

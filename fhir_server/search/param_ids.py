@@ -16,7 +16,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from fhir_server.storage.engine import transaction_set
+from fhir_server.storage.engine import database_cache, transaction_set
 from fhir_server.storage.tables import search_param_ids
 
 Pair = tuple[str, str]
@@ -30,12 +30,7 @@ _FRESH = "search_param_ids.fresh"
 
 def _cache(conn: Connection) -> dict[Pair, int]:
     """Ids of one database, shared by the engines of its connection pool."""
-    pool = conn.engine.pool
-    with _LOCK:
-        cache = _CACHES.get(pool)
-        if cache is None:
-            cache = _CACHES[pool] = {}
-        return cache
+    return database_cache(_CACHES, conn, _LOCK)
 
 
 def forget(conn: Connection) -> None:

@@ -198,6 +198,19 @@ def _configure_sqlite(engine: Engine, settings: Settings, lock: WriteLock, *, ba
             raise
 
 
+def database_cache(
+    caches: weakref.WeakKeyDictionary[Any, dict[Any, Any]], conn: Connection, lock: threading.Lock
+) -> dict[Any, Any]:
+    """The entry of ``caches`` for the database of ``conn`` (shared by the engines of its connection pool), made
+    under ``lock``, the lock its owner holds wherever it changes ``caches``."""
+    pool = conn.engine.pool
+    with lock:
+        cache = caches.get(pool)
+        if cache is None:
+            cache = caches[pool] = {}
+        return cache
+
+
 def transaction_set(conn: Connection, key: str) -> set[Any]:
     """A set kept on the connection for its current transaction only: a new, empty one in the next transaction
     (what a transaction wrote and may still roll back, kept out of the caches that outlive it)."""

@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import Connection, Engine, event, select
 
 from fhir_server.access import Access, acting_as, check_readable
-from fhir_server.access.codes import CONSENT_CATEGORY_SYSTEM, REGIONAL_SHARING, RESOURCE_TYPES_SYSTEM
+from fhir_server.access.codes import RESOURCE_TYPES_SYSTEM
 from fhir_server.auth.principal import Principal
 from fhir_server.errors import FhirError, http_status
 from fhir_server.service import FhirService
 from fhir_server.storage.engine import unit_of_work
 from fhir_server.storage.tables import resources
 from tests.fhir_server.access.conftest import Exchange, Institution
+from tests.fhir_server.access.test_filters import consent as sharing_consent
 
 OWNER, B, C = "Organization/owner", "Organization/b", "Organization/c"
 ROLE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]}
@@ -29,17 +30,8 @@ def actor(org: str) -> dict[str, Any]:
 
 
 def consent(patient: str, provision: dict[str, Any] | None = None, *, status: str = "active") -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "resourceType": "Consent",
-        "id": f"consent-{patient}",
-        "status": status,
-        "scope": {"text": "privacy"},
-        "category": [{"coding": [{"system": CONSENT_CATEGORY_SYSTEM, "code": REGIONAL_SHARING}]}],
-        "patient": {"reference": f"Patient/{patient}"},
-    }
-    if provision is not None:
-        body["provision"] = provision
-    return body
+    """The regional sharing Consent of the filter tests, with an id to update it by and a status."""
+    return {**sharing_consent(patient, provision), "id": f"consent-{patient}", "status": status}
 
 
 def observation(res_id: str, patient: str) -> dict[str, Any]:
