@@ -8,9 +8,12 @@ client its scopes allow. The exchange's own work and its clients (``Principal.ex
 their scopes allow.
 
 A client of no institution and no resident may not create or update a Subscription: the Subscription would
-have no owner, be taken for the exchange's own and match every write, whatever its client may read. A client
-of the exchange may, for a type its scopes read (the Subscription is the exchange's own and is notified of every
-write of that type).
+have no owner, be taken for the exchange's own and match every write, whatever its client may read. Any other
+client writes a Subscription only for a search its scopes allow: its criteria's type read and searched by them,
+and, where those scopes are constrained (``system/Observation.rs?category=laboratory``), the criteria carrying one
+of the constraints, so that every notification is of something the client could have found itself. An
+institution's Subscription is further matched under that institution's access (its own records, consent); the
+exchange's under none.
 """
 
 from __future__ import annotations
@@ -49,20 +52,30 @@ def guard_write(conn: Connection, res_type: str, res_id: str, _resource: dict[st
 
 
 def _guard_subscription(principal: Principal, res_id: str, resource: dict[str, Any]) -> None:
-    """A Subscription without an owner is the exchange's: only a client acting for the exchange, and reading its
-    criteria's type, may write one."""
-    if principal.exchange:
-        watched, _ = split_criteria(str(resource.get("criteria") or ""))
-        if watched and not grants_for(principal.scopes).readable(watched):
-            raise FhirError(
-                "forbidden",
-                f"Subscription/{res_id} would notify every write of {watched}, which this client's scopes do not "
-                f"read: it needs the scope system/{watched}.rs without a ?param=value constraint.",
-            )
-        return
-    if principal.organization is None and principal.patient is None:
+    """A Subscription notifies only of a search its writer may run; one without an owner would be the exchange's,
+    so only a client acting for the exchange may write one without an institution."""
+    if not principal.exchange and principal.organization is None and principal.patient is None:
         raise FhirError(
             "forbidden",
             f"Subscription/{res_id} cannot be written by a client of no institution: the Subscription would belong "
             "to no one and match every write. Use a client registered to an institution.",
         )
+    watched, criteria = split_criteria(str(resource.get("criteria") or ""))
+    if not watched:
+        return  # no type: the Subscription's own validation refuses it
+    grants = grants_for(principal.scopes)
+    for permission in ("r", "s"):
+        access = grants.access(watched, permission)
+        if not access.allowed:
+            raise FhirError(
+                "forbidden",
+                f"Subscription/{res_id} would notify every write of {watched}, which this client's scopes do not "
+                f"read: it needs the scope system/{watched}.rs.",
+            )
+        if access.constraints and not any(set(c) <= set(criteria) for c in access.constraints):
+            wanted = " or ".join("&".join(f"{name}={value}" for name, value in c) for c in access.constraints)
+            raise FhirError(
+                "forbidden",
+                f"Subscription/{res_id} would notify of {watched} beyond this client's constrained scopes: add "
+                f"{wanted} to its criteria, or use a client whose scopes read every {watched}.",
+            )

@@ -394,6 +394,42 @@ def test_subscriptions_match_only_what_the_subscriber_may_read(world: World) -> 
         assert matching_ids(conn, registry, exchange_own, candidates) == {"obs-a-r1-1", "obs-a-r2-1"}
 
 
+def test_an_institutions_subscription_stays_within_its_clients_scopes(world: World) -> None:
+    subscription = {
+        "resourceType": "Subscription",
+        "status": "active",
+        "reason": "follow-up",
+        "channel": {"type": "websocket"},
+    }
+    patients_only = world.exchange.institution("Organization/hosp-a", "system/Patient.rs system/Subscription.cruds")
+    refused = patients_only.post("/fhir/Subscription", {**subscription, "criteria": "Observation?code=8867-4"})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert "would notify every write of Observation" in refused.text
+    assert "system/Observation.rs" in refused.text
+    allowed = patients_only.post("/fhir/Subscription", {**subscription, "criteria": "Patient?gender=female"})
+    assert allowed.status_code == 201, allowed.text
+    moved = patients_only.http.put(
+        f"/fhir/Subscription/{allowed.json()['id']}",
+        json={**allowed.json(), "criteria": "Observation?code=8867-4"},
+        headers=patients_only.headers(),
+    )
+    assert moved.status_code == 403, moved.text
+    assert patients_only.get(f"/fhir/Subscription/{allowed.json()['id']}").json()["criteria"] == "Patient?gender=female"
+
+    labs = world.exchange.institution(
+        "Organization/hosp-a", "system/Observation.rs?category=laboratory system/Subscription.cruds"
+    )
+    every = labs.post("/fhir/Subscription", {**subscription, "criteria": "Observation?code=8867-4"})
+    assert every.status_code == 403, every.text
+    assert "beyond this client's constrained scopes" in every.text
+    assert "add category=laboratory to its criteria" in every.text
+    within = labs.post(
+        "/fhir/Subscription", {**subscription, "criteria": "Observation?code=8867-4&category=laboratory"}
+    )
+    assert within.status_code == 201, within.text
+
+
 # -- break-glass ----------------------------------------------------------------------------------
 
 

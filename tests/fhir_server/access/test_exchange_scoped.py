@@ -211,6 +211,10 @@ def test_it_writes_a_subscription_of_a_type_its_scopes_read(exchange: Exchange, 
     assert_forbidden(refused, "would notify every write of Observation", "system/Observation.rs")
     allowed = narrow.post("/fhir/Subscription", {**SUBSCRIPTION, "criteria": "Patient?gender=female"})
     assert allowed.status_code == 201, allowed.text
+    labs = exchange_client(exchange, "system/Observation.rs?category=laboratory system/Subscription.cruds")
+    assert_forbidden(labs.post("/fhir/Subscription", SUBSCRIPTION), "add category=laboratory to its criteria")
+    within = labs.post("/fhir/Subscription", {**SUBSCRIPTION, "criteria": "Observation?category=laboratory"})
+    assert within.status_code == 201, within.text
 
 
 def test_its_requests_are_audited_with_its_client(world: Scoped) -> None:
