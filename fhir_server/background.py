@@ -134,7 +134,8 @@ class Background:
     # -- thread mode ---------------------------------------------------------------------------
 
     def dispatch_once(self) -> None:
-        """Match every committed event, then hand due subscriptions to the delivery pool."""
+        """Match every committed event, then hand due subscriptions to the delivery pool (and run again at once
+        when events were left to this pass by another process's pass that its lock turned away)."""
         while True:
             result = self.dispatcher.match(limit=MATCH_BATCH)
             if result.websocket:
@@ -142,6 +143,9 @@ class Background:
                     listener()
             if result.events < MATCH_BATCH:
                 break
+        if result.locked and self.dispatcher.unmatched_left():
+            # Another process's pass, turned away by this one's lock, left it events committed after its snapshot.
+            self._wake.set()
         for subscription_id in self.dispatcher.due():
             self._submit(subscription_id)
 

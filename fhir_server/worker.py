@@ -86,8 +86,8 @@ def dispatch_outbox() -> int:
         matched += result.events
         if result.events < MATCH_BATCH:
             break
-    if result.events and dispatcher.unmatched_left():
-        # This pass held the matcher lock: a pass started meanwhile skipped the events this one could not see.
+    if result.locked and dispatcher.unmatched_left():
+        # A pass turned away by this one's lock left it events committed after this one's snapshot.
         dispatch_outbox.apply_async(countdown=DISPATCH_SPACING)
     for subscription_id in dispatcher.due():
         deliver_subscription.delay(subscription_id)
@@ -96,7 +96,10 @@ def dispatch_outbox() -> int:
 
 @celery_app.task(name="hie.deliver_subscription")
 def deliver_subscription(subscription_id: str) -> int:
-    """Send one subscriber's due notifications in order (the lease keeps other workers off it)."""
+    """Send one subscriber's due notifications in order (the lease keeps other workers off it).
+
+    Then dispatch again when the next notification can go: a worker turned away by another's lease waits until
+    that lease could run out, as the holder dispatches again itself once it let go (``next_due_in``)."""
     sent = runtime().dispatcher.deliver(subscription_id)
     wait = runtime().dispatcher.next_due_in()
     if wait is not None:

@@ -49,15 +49,20 @@ _SUBSCRIPTIONS_STAMP = select(func.max(resources.c.ts), func.count()).where(
 """When the stored Subscriptions last changed, and how many: built once (every pass after a commit runs it)."""
 
 _FIRST = deliveries.alias("first")
-_HEADS = select(deliveries.c.subscription_id, deliveries.c.next_attempt_at).where(
-    deliveries.c.status == "pending",
-    deliveries.c.channel == "rest-hook",
-    deliveries.c.id
-    == select(func.min(_FIRST.c.id))
-    .where(_FIRST.c.subscription_id == deliveries.c.subscription_id, _FIRST.c.status == "pending")
-    .scalar_subquery(),
+_HEADS = (
+    select(deliveries.c.subscription_id, deliveries.c.next_attempt_at, func.coalesce(leases.c.lease_until, 0))
+    .select_from(deliveries.outerjoin(leases, leases.c.subscription_id == deliveries.c.subscription_id))
+    .where(
+        deliveries.c.status == "pending",
+        deliveries.c.channel == "rest-hook",
+        deliveries.c.id
+        == select(func.min(_FIRST.c.id))
+        .where(_FIRST.c.subscription_id == deliveries.c.subscription_id, _FIRST.c.status == "pending")
+        .scalar_subquery(),
+    )
 )
-"""The oldest pending rest-hook notification of each subscription, built once (twice per dispatch pass)."""
+"""The oldest pending rest-hook notification of each subscription and the end of the subscriber's lease (0 when
+free), built once (twice per dispatch pass)."""
 
 
 def now_micros() -> int:
@@ -82,6 +87,9 @@ class MatchResult:
     """Outbox events seen by the pass."""
     websocket: int
     """Websocket pings recorded (bound clients read them)."""
+    locked: bool = False
+    """The pass held the matcher lock (PostgreSQL): a pass turned away by it meanwhile left its events to this
+    one, which must look again after its commit (``unmatched_left``)."""
 
 
 class Dispatcher:
@@ -174,24 +182,26 @@ class Dispatcher:
             if not outbox.any_unmatched(conn):
                 return MatchResult(0, 0)
         with unit_of_work(self.engine) as conn:
-            if is_postgres(conn):
+            locked = is_postgres(conn)  # SQLite: a writer waits for the one before it, then sees its commit
+            if locked:
                 # One snapshot for the pass: what the outbox says and what the search sees must agree.
                 conn.execution_options(isolation_level="REPEATABLE READ")
                 if not conn.execute(_TRY_MATCH_LOCK).scalar_one():
                     return MatchResult(0, 0)
             live = self.active(conn)
             if not live:
-                return MatchResult(outbox.mark_all_matched(conn), 0)
+                return MatchResult(outbox.mark_all_matched(conn), 0, locked)
             events = outbox.unmatched(conn, limit=limit)
             rows = self._deliveries(conn, live, events)
             if rows:
                 conn.execute(insert(deliveries), rows)
             outbox.mark_matched(conn, [event.seq for event in events])
-        return MatchResult(len(events), sum(1 for r in rows if r["channel"] == "websocket"))
+        return MatchResult(len(events), sum(1 for r in rows if r["channel"] == "websocket"), locked)
 
     def unmatched_left(self) -> bool:
-        """Whether committed events wait for a pass: read after a pass's commit, it finds the events whose own
-        pass found the matcher lock taken while this one's snapshot was older than their commit."""
+        """Whether committed events wait for a pass: read after the commit of a pass that held the matcher lock,
+        it finds the events whose own pass was turned away while this one's snapshot was older than their commit
+        (whether or not this pass found any events itself)."""
         with unit_of_work(self.engine, write=False) as conn:
             return outbox.any_unmatched(conn)
 
@@ -225,26 +235,30 @@ class Dispatcher:
     # -- delivery ------------------------------------------------------------------------------
 
     def due(self) -> list[str]:
-        """Active rest-hook Subscriptions whose oldest pending notification is due now."""
+        """Active rest-hook Subscriptions whose oldest pending notification is due now and that no worker serves."""
         now = now_micros()
         return [subscription_id for subscription_id, at in self._heads() if at <= now]
 
     def next_due_in(self) -> float | None:
-        """Seconds until the next head-of-line notification is due, None when nothing is pending."""
+        """Seconds until the next head-of-line notification can go, None when nothing is pending.
+
+        A subscriber another worker serves can go when that lease runs out: the holder looks again itself when
+        it lets go, so a worker turned away by the lease does not come back before."""
         heads = self._heads()
         if not heads:
             return None
         return max(0.0, (min(at for _, at in heads) - now_micros()) / 1e6)
 
     def _heads(self) -> list[tuple[str, int]]:
-        """``(subscription id, next attempt)`` of the oldest pending notification of each active subscription."""
+        """``(subscription id, when it can go)`` of the oldest pending notification of each active subscription:
+        its next attempt, or later the end of a live lease on the subscriber (``_claim`` takes it only after)."""
         with unit_of_work(self.engine, write=False) as conn:
             rows = conn.execute(_HEADS).all()
             heads = []
-            for subscription_id, at in sorted(rows):
+            for subscription_id, at, lease_until in sorted(rows):
                 spec = self.subscription(conn, subscription_id)
                 if spec is not None and spec.status == "active":
-                    heads.append((subscription_id, at))
+                    heads.append((subscription_id, max(at, lease_until + 1)))
             return heads
 
     def deliver(self, subscription_id: str) -> int:
