@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
@@ -19,13 +20,13 @@ from sqlalchemy import Connection, Select, and_, bindparam, delete, exists, inse
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.errors import FhirError, gone, invalid, not_found, precondition_failed
-from fhir_server.search.index import as_stored, index_rows, reindexed, stored_rows
+from fhir_server.search.index import as_stored, index_rows, reindexed, stored_rows, unchanged_rows
 from fhir_server.search.parameters import Registry
 from fhir_server.search.values import from_micros
 from fhir_server.storage.codec import decode_body, encode_body
 from fhir_server.storage.engine import is_postgres
 from fhir_server.storage.inserts import delete_many, insert_many, insert_rows
-from fhir_server.storage.tables import INDEX_TABLES, resource_versions, resources
+from fhir_server.storage.tables import INDEX_TABLES, resource_versions, resources, search_param_ids
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -337,9 +338,16 @@ class Repository:
         *,
         if_match: int | None = None,
         method: str = "PUT",
+        read: Version | None = None,
+        reindex_changed: bool = False,
     ) -> WriteResult:
-        """Write a new version; creates the resource when the client names a new id (R4B §3.1.0.4)."""
-        existing = self.current(conn, res_type, res_id, lock=True)
+        """Write a new version; creates the resource when the client names a new id (R4B §3.1.0.4).
+
+        ``read``: the current version as the caller has read it with ``lock`` in this unit of work (not read
+        again). ``reindex_changed``: only the index rows of parameters that may read a top-level element that
+        changed are written again; the others stay as stored (the MPI's goldens, whose rebuilds change a few).
+        """
+        existing = read if read is not None else self.current(conn, res_type, res_id, lock=True)
         if existing is None:
             if if_match is not None:
                 raise not_found(f"{res_type}/{res_id} does not exist, so If-Match cannot hold.")
@@ -354,16 +362,18 @@ class Repository:
         ts = max(_now(), existing.ts + 1)
         self._owner(resource)  # stamped; the owner stays the creator
         body = _stamp(resource, res_id, version, ts)
-        bumped = conn.execute(
-            update(resources)
-            .where(resources.c.res_pk == existing.res_pk, resources.c.version == existing.version)
-            .values(version=version, ts=ts, deleted=False)
-        ).rowcount
+        bump = {"bump_pk": existing.res_pk, "bump_from": existing.version, "bump_to": version, "bump_ts": ts}
+        bumped = conn.execute(_BUMP, bump | {"bump_deleted": False}).rowcount
         if bumped != 1:
             raise precondition_failed(f"{res_type}/{res_id} was changed concurrently; retry with its new version.")
+        changed = None
         if not existing.deleted:
-            self._drop_index(conn, existing.res_pk)
-        self._write_version(conn, existing.res_pk, res_type, version, ts, method, body, resource)
+            if reindex_changed:
+                changed = _changed_elements(orjson.loads(existing.body), resource)  # type: ignore[arg-type]
+            if changed is None or not self._drop_index_except(conn, existing.res_pk, res_type, changed):
+                changed = None
+                self._drop_index(conn, existing.res_pk)
+        self._write_version(conn, existing.res_pk, res_type, version, ts, method, body, resource, only=changed)
         created = existing.deleted
         written = Version(res_type, res_id, version, ts, method, body, existing.res_pk)
         self._written(conn, [written])
@@ -428,14 +438,17 @@ class Repository:
         method: str,
         body: bytes | None,
         resource: dict[str, Any] | None = None,
+        *,
+        only: frozenset[str] | None = None,
     ) -> None:
-        """The version row and the index rows of ``resource``: one statement on PostgreSQL (the caller has
-        removed the index rows of an earlier version)."""
+        """The version row and the index rows of ``resource`` (``only``: of the parameters that may read those
+        top-level elements): one statement on PostgreSQL (the caller has removed the index rows it replaces)."""
         row = {"res_pk": res_pk, "version": version, "res_type": res_type, "ts": ts, "method": method}
         batches = {resource_versions: [{**row, "body": _deflate(body)}]}
         if resource is not None:
-            for param_type, rows in stored_rows(conn, self.registry, res_type, resource, res_pk).items():
-                batches[INDEX_TABLES[param_type]] = rows
+            rows = index_rows(self.registry, res_type, resource, only=only)
+            for param_type, typed in as_stored(conn, res_type, rows, res_pk).items():
+                batches[INDEX_TABLES[param_type]] = typed
         insert_many(conn, batches)
 
     def _write_index(
@@ -448,6 +461,20 @@ class Repository:
 
     def _drop_index(self, conn: Connection, res_pk: int) -> None:
         delete_many(conn, tuple(INDEX_TABLES.values()), "res_pk", res_pk)
+
+    def _drop_index_except(self, conn: Connection, res_pk: int, res_type: str, changed: frozenset[str]) -> bool:
+        """Remove the index rows that a change of the top-level elements ``changed`` may change, keeping the
+        rest (:func:`~fhir_server.search.index.unchanged_rows`); False (nothing removed) when none is kept."""
+        kept = sorted(unchanged_rows(self.registry, res_type, changed))
+        if not kept:
+            return False
+        if is_postgres(conn):
+            values = {"res_pk": res_pk, "res_type": res_type, "names": kept}
+            conn.exec_driver_sql(_drop_except_sql(conn.dialect, 0)[0], values)
+        else:
+            for sql in _drop_except_sql(conn.dialect, len(kept)):
+                conn.exec_driver_sql(sql, (res_pk, res_type, *kept))
+        return True
 
     # -- history -------------------------------------------------------------------------------
 
@@ -528,6 +555,45 @@ def _stamp(resource: dict[str, Any], res_id: str, version: int, ts: int) -> byte
     return orjson.dumps(resource)
 
 
+def _changed_elements(before: dict[str, Any], after: dict[str, Any]) -> frozenset[str]:
+    """The top-level elements that differ between two versions; ``meta`` apart from the server's versionId and
+    lastUpdated (which no index row reads). Compared as JSON: ``1`` and ``1.0`` differ (their rows do)."""
+    changed = {
+        key
+        for key in before.keys() | after.keys()
+        if key != "meta"
+        and (key not in before or key not in after or orjson.dumps(before[key]) != orjson.dumps(after[key]))
+    }
+    if orjson.dumps(_searchable_meta(before)) != orjson.dumps(_searchable_meta(after)):
+        changed.add("meta")
+    return frozenset(changed)
+
+
+def _searchable_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return {"meta": meta}
+    return {key: value for key, value in meta.items() if key not in ("versionId", "lastUpdated")}
+
+
+@cache
+def _drop_except_sql(dialect: Any, kept: int) -> tuple[str, ...]:
+    """Statements deleting a resource's index rows but those of ``kept`` parameters (the ids read by the
+    statement): one for every table on PostgreSQL (``%(names)s`` an array), one per table on SQLite (bound:
+    ``res_pk``, the type, the ``kept`` names)."""
+    tables = [dialect.identifier_preparer.format_table(table) for table in INDEX_TABLES.values()]
+    ids = dialect.identifier_preparer.format_table(search_param_ids)
+    if dialect.name == "postgresql":
+        keep = f"SELECT param_id FROM {ids} WHERE res_type = %(res_type)s AND param = ANY(%(names)s)"
+        deletes = [
+            f"DELETE FROM {t} WHERE res_pk = %(res_pk)s AND param_id NOT IN (SELECT param_id FROM k)" for t in tables
+        ]
+        chained = ", ".join(f"d{i} AS ({sql})" for i, sql in enumerate(deletes[:-1]))
+        return (f"WITH k AS ({keep}), {chained} {deletes[-1]}",)
+    keep = f"SELECT param_id FROM {ids} WHERE res_type = ? AND param IN ({', '.join('?' * kept)})"
+    return tuple(f"DELETE FROM {t} WHERE res_pk = ? AND param_id NOT IN ({keep})" for t in tables)
+
+
 def _deflate(body: bytes | None) -> bytes | None:
     """The stored form of a body (``fhir_server.storage.codec``); None is a delete tombstone."""
     return None if body is None else encode_body(body)
@@ -539,6 +605,13 @@ def _inflate(body: bytes | None) -> bytes | None:
 
 _NEW_RESOURCE = insert(resources).returning(resources.c.res_pk)
 """A new resource row, built once."""
+
+_BUMP = (
+    update(resources)
+    .where(resources.c.res_pk == bindparam("bump_pk"), resources.c.version == bindparam("bump_from"))
+    .values(version=bindparam("bump_to"), ts=bindparam("bump_ts"), deleted=bindparam("bump_deleted"))
+)
+"""A resource row moved to its next version if it is still at the version read, built once."""
 
 _CURRENT_VERSION = and_(
     resource_versions.c.res_pk == resources.c.res_pk, resource_versions.c.version == resources.c.version

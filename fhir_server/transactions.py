@@ -234,7 +234,7 @@ class BundleProcessor:
         items = [_new_item(e) for e in entries]
         for entry, (resource, res_id) in zip(entries, items, strict=True):
             try:
-                self.service.prepare_write(conn, resource["resourceType"], res_id, resource)
+                self.service.prepare_write(conn, resource["resourceType"], res_id, resource, assigned=True)
             except FhirError as error:
                 raise _at_entry(error, entry) from None
         versions = self.service.repository.create_many(conn, items, prepared or None)
@@ -267,7 +267,8 @@ class BundleProcessor:
                 entry.response = _response(existing, 200, prefer)
                 return
             res_id = entry.target.split("/", 1)[1]  # type: ignore[union-attr]
-            self.service.prepare_write(conn, entry.resource["resourceType"], res_id, entry.resource)  # type: ignore[index]
+            resource_type = entry.resource["resourceType"]  # type: ignore[index]
+            self.service.prepare_write(conn, resource_type, res_id, entry.resource, assigned=True)
             result = repo.create(conn, entry.resource, res_id=res_id, method="POST")  # type: ignore[arg-type]
             entry.response = _response(result.version, 201, prefer, self.service.warnings(entry.resource))  # type: ignore[arg-type]
         elif entry.method == "PUT":

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Integer, Table, bindparam, delete, func, insert, select, text, update
 
 from ehr_archive.mpi.records import Member
 from fhir_server.storage.inserts import insert_many
@@ -265,13 +265,18 @@ def queue_golden(conn: Connection, golden_id: str) -> None:
 
 def queued_goldens(conn: Connection, *, limit: int) -> dict[str, list[int]]:
     """The oldest queued goldens, ``{golden_id: [queue row ids]}`` (at most ``limit`` rows)."""
-    rows = conn.execute(
-        select(mpi_golden_queue.c.id, mpi_golden_queue.c.golden_id).order_by(mpi_golden_queue.c.id).limit(limit)
-    )
+    rows = conn.execute(_QUEUED, {"limit": limit})
     found: dict[str, list[int]] = {}
     for row in rows:
         found.setdefault(row.golden_id, []).append(row.id)
     return found
+
+
+_QUEUED = (
+    select(mpi_golden_queue.c.id, mpi_golden_queue.c.golden_id)
+    .order_by(mpi_golden_queue.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
 
 
 def is_queued(conn: Connection, golden_id: str) -> bool:
@@ -287,7 +292,10 @@ def dequeue(conn: Connection, ids: Iterable[int]) -> None:
     """Forget exactly the rows a rebuild has seen: a row queued meanwhile stays for the next rebuild."""
     wanted = sorted(ids)
     if wanted:
-        conn.execute(delete(mpi_golden_queue).where(mpi_golden_queue.c.id.in_(wanted)))
+        conn.execute(_DEQUEUE, {"ids": wanted})
+
+
+_DEQUEUE = delete(mpi_golden_queue).where(mpi_golden_queue.c.id.in_(bindparam("ids", expanding=True)))
 
 
 # -- records not filed yet (the back-fill) --------------------------------------------------------------------------

@@ -378,7 +378,7 @@ class MasterPatientIndex:
             while True:
                 with unit_of_work(engine) as conn, acting_as(SYSTEM):
                     queued = links.queued_goldens(conn, limit=batch)
-                    for golden_id, ids in queued.items():
+                    for golden_id in queued:
                         savepoint = conn.begin_nested()
                         try:
                             self.refresh_golden(conn, golden_id)
@@ -386,7 +386,7 @@ class MasterPatientIndex:
                         except Exception:
                             savepoint.rollback()
                             log.exception("rebuilding golden Patient/%s failed; left out", golden_id)
-                        links.dequeue(conn, ids)
+                    links.dequeue(conn, [row for ids in queued.values() for row in ids])  # a failed one too
                 done += len(queued)
                 if sum(len(ids) for ids in queued.values()) < batch:
                     return done
@@ -413,7 +413,8 @@ class MasterPatientIndex:
         self.service.validate(golden, "Patient")
         if current is None:
             return repository.create(conn, golden, res_id=golden_id, method="POST").version
-        return repository.update(conn, "Patient", golden_id, golden).version
+        # read under lock above; a rebuild changes a few elements (a new record's seealso): the rest keeps its rows
+        return repository.update(conn, "Patient", golden_id, golden, read=current, reindex_changed=True).version
 
     # -- review decisions ----------------------------------------------------------------------------------------
 

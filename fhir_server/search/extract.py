@@ -332,12 +332,52 @@ def _fhirpath_extractor(expression: str) -> Extractor:
     return extract
 
 
+_PRESENT_NOT_FALSE = re.compile(
+    r"^(?P<path>(?P<type>[A-Z][A-Za-z]*)\.(?P<name>[a-z][A-Za-z0-9]*))\.exists\(\) and (?P=path) != false$"
+)
+"""``T.x.exists() and T.x != false`` (``Patient.deceased``): a boolean, not a path."""
+
+
+def _present_not_false(type_name: str, name: str) -> Extractor:
+    """``T.x.exists() and T.x != false`` for a top-level element ``x``, with fhirpathpy's values.
+
+    ``T.x`` is the first of the element's choice types (in the order of fhirpathpy's R4 model) that the resource
+    has, its value and its JSON ``_x`` (id, extensions) each an item. Without items ``exists()`` is false and so
+    is the ``and`` (FHIRPath N1 §6.5.1); with items ``!=`` is the negated equality of §6.1.1: false only for the
+    one item ``false``.
+    """
+    choices = fhirpath_models["r4"]["choiceTypePaths"].get(f"{type_name}.{name}")
+    keys = tuple(name + choice for choice in choices) if choices else (name,)
+
+    def extract(focus: Any, _resource: dict[str, Any]) -> list[Any]:
+        if not isinstance(focus, dict) or focus.get("resourceType") != type_name:
+            return [False]
+        for key in keys:
+            value, extension = focus.get(key), focus.get("_" + key)
+            if value is not None or extension is not None:
+                items = _items(value) + _items(extension)
+                return [bool(items) and items != [False]]
+        return [False]
+
+    return extract
+
+
+def _items(value: Any) -> list[Any]:
+    """A JSON element as a FHIRPath collection (N1 §4): an array's items, or the one value."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 @cache
 def compile_expression(expression: str, *, relative: bool = False) -> tuple[Extractor, bool]:
     """Compile an expression; the flag says whether it compiled to a direct walk (else fhirpathpy runs it).
 
     ``relative`` expressions (composite components) start at the focus instead of naming a type.
     """
+    flag = _PRESENT_NOT_FALSE.match(expression.strip()) if not relative else None
+    if flag is not None:
+        return _present_not_false(flag["type"], flag["name"]), True
     try:
         step = _Parser(expression, relative=relative).parse()
     except (Unsupported, ValueError):
@@ -355,8 +395,8 @@ def root_elements(expression: str) -> frozenset[str] | None:
 
     None when the expression is not a compiled walk starting with ``Type.element`` in every union member.
     """
-    if not compile_expression(expression)[1]:
-        return None
+    if not compile_expression(expression)[1] or _PRESENT_NOT_FALSE.match(expression.strip()):
+        return None  # a boolean has a value (false) whatever the resource lacks
     keys: set[str] = set()
     for part in _UNION.split(expression.strip()):
         match = _ROOT.match(part)

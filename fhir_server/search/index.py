@@ -97,6 +97,30 @@ def reindexed(
     return {table: table_rows for table, table_rows in result.items() if table_rows}
 
 
+def unchanged_rows(registry: Registry, resource_type: str, changed: frozenset[str]) -> frozenset[str]:
+    """Names (``param``) of the rows that no change of the top-level elements ``changed`` can change: those of
+    the official and local parameters whose walk cannot read them. ``index_rows(..., only=changed)`` gives every
+    other row. Empty when parameters posted at run time apply to the type (their rows are always written again)."""
+    params = registry.for_type(resource_type)
+    cached = _UNCHANGED.get((id(params), changed))
+    if cached is not None and cached[0] is params:
+        return cached[1]
+    kept: set[str] = set()
+    if not registry.has_custom(resource_type):
+        for indexer in _indexers(registry, resource_type):
+            if indexer.roots is not None and indexer.roots.isdisjoint(changed):
+                kept.update((indexer.code, indexer.identifier_code))
+                kept.update(f"{indexer.code}${position}" for position in range(len(indexer.components)))
+        kept.discard("")
+    if len(_UNCHANGED) > 4096:
+        _UNCHANGED.clear()
+    _UNCHANGED[id(params), changed] = (params, frozenset(kept))
+    return frozenset(kept)
+
+
+_UNCHANGED: dict[tuple[int, frozenset[str]], tuple[dict[str, SearchParam], frozenset[str]]] = {}
+
+
 def stored_rows(
     conn: Connection, registry: Registry, resource_type: str, resource: dict[str, Any], res_pk: int
 ) -> dict[str, list[Row]]:

@@ -168,6 +168,11 @@ class Registry:
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         return self.for_type(resource_type).get(code)
 
+    def has_custom(self, resource_type: str) -> bool:
+        """Whether SearchParameters posted at run time apply to the type (the others never change)."""
+        custom = self._custom
+        return any(custom.get(base) for base in ("Resource", "DomainResource", resource_type))
+
     def by_url(self, url: str) -> dict | None:
         return self._specs.get(url)
 

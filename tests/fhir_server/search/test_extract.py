@@ -7,7 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from fhir_server.search.extract import compile_expression, extract, extract_with_fhirpath, fhirpath_form
+from fhir_server.search.extract import (
+    compile_expression,
+    extract,
+    extract_with_fhirpath,
+    fhirpath_form,
+    root_elements,
+)
+from fhir_server.search.index import CONVERTERS, index_rows, search_hash
 from fhir_server.search.parameters import default_registry
 from tests.fhir_server.search.examples import inline_examples
 
@@ -15,7 +22,6 @@ from tests.fhir_server.search.examples import inline_examples
 FHIRPATH_ONLY = {
     "id": "the example SearchParameter shipped with the definitions (not a definition, never registered)",
     "name | alias": "an expression without a type name, evaluated on the resource as is",
-    "Patient.deceased.exists() and Patient.deceased != false": "a boolean expression, not a path",
     "QuestionnaireResponse.item.where(extension('http://hl7.org/fhir/StructureDefinition/"
     "questionnaireresponse-isSubject').exists()).answer.value.ofType(Reference)": "where() on an extension test",
 }
@@ -86,3 +92,57 @@ def test_fallback_expressions_still_yield_values():
     patient = {"resourceType": "Patient", "deceasedDateTime": "2020-01-01"}
     assert extract(patient, "Patient.deceased.exists() and Patient.deceased != false") == [True]
     assert extract({"resourceType": "Patient"}, "Patient.deceased.exists() and Patient.deceased != false") == [False]
+
+
+DECEASED = "Patient.deceased.exists() and Patient.deceased != false"
+
+
+@pytest.mark.parametrize(
+    "deceased",
+    [
+        {},
+        {"deceasedBoolean": True},
+        {"deceasedBoolean": False},
+        {"deceasedDateTime": "2020-01-01"},
+        {"deceasedDateTime": "2021-06-30T08:15:00+08:00"},
+        {"deceasedDateTime": "2019"},
+        {"deceasedBoolean": False, "_deceasedBoolean": {"id": "d1"}},
+        {
+            "deceasedBoolean": True,
+            "_deceasedBoolean": {"extension": [{"url": "http://example.org/x", "valueCode": "a"}]},
+        },
+        {"_deceasedBoolean": {"extension": [{"url": "http://example.org/x", "valueCode": "a"}]}},
+        {"deceasedDateTime": "2020-01-01", "_deceasedDateTime": {"id": "d2"}},
+        {"_deceasedDateTime": {"extension": [{"url": "http://example.org/x", "valueCode": "a"}]}},
+        {"deceasedBoolean": False, "deceasedDateTime": "2020"},  # not valid R4B: still the same values
+        {"deceasedBoolean": [False]},
+        {"deceasedBoolean": []},
+        {"deceasedString": "yes"},
+    ],
+)
+def test_deceased_compiles_to_the_values_and_rows_fhirpathpy_gives(deceased):
+    registry = default_registry()
+    patient = {"resourceType": "Patient", "name": [{"family": "Li"}], **deceased}
+    walk, compiled = compile_expression(DECEASED)
+    expected = extract_with_fhirpath(patient, DECEASED)
+    assert compiled is True
+    assert walk(patient, patient) == expected
+    expected_rows = [
+        {"param": "deceased", **row, "grp": None}
+        for value in expected
+        for table, row in CONVERTERS["token"](value)
+        if table == "token"
+    ]
+    for row in expected_rows:
+        row["hash_value"] = search_hash("Patient", "deceased", row["code"])
+        row["hash_sys_value"] = search_hash("Patient", "deceased", row["system"], row["code"])
+    rows = [row for row in index_rows(registry, "Patient", patient).get("token", []) if row["param"] == "deceased"]
+    assert rows == expected_rows
+    assert [row["code"] for row in rows] in (["true"], ["false"])
+
+
+def test_deceased_is_indexed_whatever_the_patient_lacks():
+    assert root_elements(DECEASED) is None  # false is a value: a Patient without deceased[x] has a row
+    assert extract({"resourceType": "Observation"}, DECEASED) == extract_with_fhirpath(
+        {"resourceType": "Observation"}, DECEASED
+    )
