@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,7 +33,14 @@ from fhir_server.background import Background
 from fhir_server.config import Settings, load_settings
 from fhir_server.errors import FhirError, Issue, http_status, operation_outcome
 from fhir_server.service import FhirService
-from fhir_server.storage.engine import create_db_engine, unit_of_work
+from fhir_server.storage.engine import (
+    CommitInDoubt,
+    bounds_statements,
+    connection_lost,
+    create_db_engine,
+    statement_timed_out,
+    unit_of_work,
+)
 from fhir_server.subscriptions.criteria import check_subscription
 
 log = logging.getLogger("hie.api")
@@ -50,6 +57,8 @@ def patient_identifier_check(resource: dict[str, Any]) -> list[Issue]:
 
 T = TypeVar("T")
 _RETRIES = 3
+INLINE_READ_TIMEOUT_MS = 200
+"""How long a read by id on PostgreSQL may hold the event loop (it takes well under a millisecond)."""
 
 
 class Context:
@@ -58,7 +67,9 @@ class Context:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
-        self._inline_reads = engine.dialect.name == "sqlite" and hasattr(engine.pool, "checkedin")
+        self._inline_reads = hasattr(engine.pool, "checkedin") and (
+            engine.dialect.name == "sqlite" or bounds_statements(engine)
+        )
         self.service = FhirService(
             allow_multiple_delete=settings.allow_multiple_delete,
             max_delete=settings.max_conditional_delete,
@@ -70,23 +81,45 @@ class Context:
     async def run(self, work: Callable[[Connection], T], *, write: bool = True, bounded: bool = False) -> T:
         """Run ``work`` in one transaction off the event loop; retry when a concurrent writer won a race.
 
-        ``bounded``: a read of one resource by id. On SQLite, with a pooled connection idle, it runs on the event
-        loop instead: the read is a few page-cache lookups that never wait for a writer (WAL), cheaper in CPU than
-        handing it to a worker thread and back. On PostgreSQL it would hold the loop through network round trips.
+        ``bounded``: a read of one resource by id. With a pooled connection idle it runs on the event loop instead,
+        cheaper in CPU than handing it to a worker thread and back. On SQLite the read is a few page-cache lookups
+        that never wait for a writer (WAL). On PostgreSQL it is a primary-key lookup on a session whose statements
+        are cancelled after ``INLINE_READ_TIMEOUT_MS`` (a table locked by a migration, an overloaded server): then
+        it runs again in a worker thread, without that limit.
         """
         if bounded and not write and self._inline_reads and self.engine.pool.checkedin():  # type: ignore[attr-defined]
-            return self._run_sync(work, write)
+            try:
+                return self._run_sync(work, write, INLINE_READ_TIMEOUT_MS)
+            except DBAPIError as exc:
+                if not statement_timed_out(exc):
+                    raise
+                log.warning(
+                    "a read by id took over %d ms on the event loop; reading in a thread", INLINE_READ_TIMEOUT_MS
+                )
         return await run_in_threadpool(self._run_sync, work, write)
 
-    def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
+    def _run_sync(self, work: Callable[[Connection], T], write: bool, statement_timeout_ms: int | None = None) -> T:
+        """Retries: a write that lost a race with a concurrent writer, a read whose connection was lost (the pool
+        hands out connections without a ``SELECT 1`` first; a database restart surfaces at the first statement)."""
         for attempt in range(_RETRIES):
             try:
                 with (
-                    unit_of_work(self.engine, write=write) as conn,
+                    unit_of_work(self.engine, write=write, statement_timeout_ms=statement_timeout_ms) as conn,
                     access.recorded_writes(conn, self.service.repository),
                 ):
                     return work(conn)
-            except (IntegrityError, OperationalError) as exc:
+            except CommitInDoubt as exc:
+                raise FhirError(
+                    "exception",
+                    "The connection to the database was lost while the change was being committed: it may or may "
+                    "not have been stored. Read the resource back before sending the change again.",
+                ) from exc
+            except DBAPIError as exc:
+                if connection_lost(exc):
+                    if write or attempt == _RETRIES - 1:
+                        raise _database_unreachable(write) from exc
+                    log.warning("retrying a read after the database connection was lost: %s", type(exc.orig).__name__)
+                    continue
                 if attempt == _RETRIES - 1 or not _is_retryable(exc):
                     raise
                 log.info("retrying a unit of work after a concurrent write: %s", type(exc.orig).__name__)
@@ -98,9 +131,20 @@ class Context:
         return str(request.base_url).rstrip("/") + "/fhir"
 
 
-def _is_retryable(exc: IntegrityError | OperationalError) -> bool:
+def _database_unreachable(write: bool) -> FhirError:
+    """503 for a unit of work that lost its database connection before committing (nothing of it is stored)."""
+    if write:
+        message = "The connection to the database was lost before the change was committed: nothing was stored; retry."
+    else:
+        message = "The database cannot be reached; retry in a moment."
+    return FhirError("transient", message, headers={"Retry-After": "1"})
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
     if isinstance(exc, IntegrityError):
         return True
+    if not isinstance(exc, OperationalError):
+        return False
     code = getattr(exc.orig, "sqlstate", None)
     return code in ("40001", "40P01") or "database is locked" in str(exc.orig)
 

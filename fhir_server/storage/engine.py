@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from fhir_server.config import Settings
 
@@ -30,6 +31,28 @@ _QUEUED = "hie_write_queued"
 """Execution option of a unit of work's connection: its transactions enter the writers' queue (and it leaves)."""
 _HELD = "hie_write_lock_held"
 """``Connection.info`` key: how many times this connection's transactions took the write lock."""
+POOL_RECYCLE_SECONDS = 1800
+"""A pooled PostgreSQL connection older than this is replaced at checkout instead of used: below the idle limits
+of servers and proxies that close long-lived connections (``idle_session_timeout``, a firewall's table)."""
+
+
+_TIMEOUT = "hie_statement_timeout_ms"
+"""``Connection.info`` key of a PostgreSQL session: the ``statement_timeout`` it has (None: the server's own)."""
+_WANTED = threading.local()
+"""The ``statement_timeout`` the connections this thread checks out must have (``timeout_ms``; None: the server's)."""
+
+
+class CommitInDoubt(Exception):
+    """The connection to the database was lost during ``COMMIT``: the transaction may or may not be stored."""
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` is the loss of the database connection (a restart, a terminated backend, a closed socket).
+
+    SQLAlchemy has then invalidated the connection, and the pool every connection made before it: the next unit of
+    work gets a new one ("Dealing with Disconnects", the optimistic approach: no ``SELECT 1`` per checkout).
+    """
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 class WriteLock:
@@ -137,6 +160,7 @@ class Checkpointer:
 
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
+_TIMEOUT_AWARE: weakref.WeakSet[Engine] = weakref.WeakSet()
 _CHECKPOINTERS: weakref.WeakKeyDictionary[Engine, Checkpointer] = weakref.WeakKeyDictionary()
 
 
@@ -159,7 +183,43 @@ def create_db_engine(settings: Settings) -> Engine:
             _CHECKPOINTERS[engine] = Checkpointer(database)
         _configure_sqlite(engine, settings, lock, background_checkpoints=database is not None)
         return engine
-    return create_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
+    # No pool_pre_ping (a SELECT 1 round trip per unit of work): a lost connection fails the statement that finds
+    # it, SQLAlchemy invalidates the pool, and read-only units of work are retried (fhir_server/api/app.py).
+    engine = create_engine(
+        url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_recycle=POOL_RECYCLE_SECONDS
+    )
+    _configure_postgres(engine)
+    return engine
+
+
+def _configure_postgres(engine: Engine) -> None:
+    """Sessions get the ``statement_timeout`` their unit of work asks for at checkout, and keep it: a ``SET`` only
+    when a session changes hands between a limited unit of work and an unlimited one, not one per transaction."""
+
+    _TIMEOUT_AWARE.add(engine)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info[_TIMEOUT] = None
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        wanted = getattr(_WANTED, "timeout_ms", None)
+        if record.info.get(_TIMEOUT, -1) == wanted:
+            return
+        statement = "RESET statement_timeout" if wanted is None else f"SET statement_timeout = {int(wanted)}"
+        try:
+            autocommit, dbapi_connection.autocommit = dbapi_connection.autocommit, True  # the setting outlives it
+            try:
+                dbapi_connection.execute(statement)
+            finally:
+                dbapi_connection.autocommit = autocommit
+        except Exception as error:
+            record.info.pop(_TIMEOUT, None)
+            if dbapi_connection.closed or dbapi_connection.broken:  # the pool replaces it and checks out again
+                raise DisconnectionError(f"the connection was lost: {error}") from error
+            raise
+        record.info[_TIMEOUT] = wanted
 
 
 def _configure_sqlite(engine: Engine, settings: Settings, lock: WriteLock, *, background_checkpoints: bool) -> None:
@@ -226,14 +286,24 @@ def is_postgres(connection: Connection) -> bool:
 
 
 @contextmanager
-def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
+def unit_of_work(
+    engine: Engine, *, write: bool = True, statement_timeout_ms: int | None = None
+) -> Iterator[Connection]:
     """One database transaction: committed when the block ends normally, rolled back on any error.
 
-    The transaction begins at the first statement, so validation before it holds no lock.
+    The transaction begins at the first statement, so validation before it holds no lock. A writer whose connection
+    is lost during ``COMMIT`` gets ``CommitInDoubt``: the database may have stored the transaction or not.
+    ``statement_timeout_ms``: on PostgreSQL, each statement of this transaction is cancelled after that long
+    (``statement_timed_out`` tells the error); SQLite has no such limit and ignores it.
     """
     lock = _WRITE_LOCKS.get(engine) if write else None
     committed = False
-    with engine.connect() as connection:
+    _WANTED.timeout_ms = statement_timeout_ms
+    try:
+        connection = engine.connect()
+    finally:
+        _WANTED.timeout_ms = None
+    with connection:
         if write:
             connection.execution_options(**{WRITE: True, _QUEUED: lock is not None})
         try:
@@ -242,13 +312,29 @@ def unit_of_work(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
             except BaseException:
                 connection.rollback()
                 raise
-            connection.commit()
+            try:
+                connection.commit()
+            except DBAPIError as error:
+                if write and connection_lost(error):
+                    raise CommitInDoubt("the database connection was lost during COMMIT") from error
+                raise
             committed = True
         finally:
             if lock is not None and _release(connection, lock) and committed:
                 checkpointer = _CHECKPOINTERS.get(engine)
                 if checkpointer is not None:
                     checkpointer.committed()
+
+
+def bounds_statements(engine: Engine) -> bool:
+    """Whether ``unit_of_work(engine, statement_timeout_ms=…)`` limits its statements: PostgreSQL engines made by
+    ``create_db_engine`` (SQLite has no such limit)."""
+    return engine in _TIMEOUT_AWARE
+
+
+def statement_timed_out(error: BaseException) -> bool:
+    """Whether ``error`` is PostgreSQL cancelling a statement at its ``statement_timeout`` (SQLSTATE 57014)."""
+    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) == "57014"
 
 
 def _release(connection: Connection, lock: WriteLock) -> int:
