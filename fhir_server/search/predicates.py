@@ -298,11 +298,17 @@ class PredicateBuilder:
         rows = select(table.c.res_pk).where(self.param_is(table, target.type_name, param.code), or_(*conditions))
         return target.pk.in_(rows)
 
-    def driving_window(self, target: Target, window: DateWindow) -> ColumnElement[bool]:
+    def driving_window(
+        self, target: Target, window: DateWindow, narrowed_by: Match | None = None
+    ) -> tuple[ColumnElement[bool], bool]:
         """``res_pk IN`` the date rows that can be a matching resource's earliest: ``low`` within the window
         widened by the parameter's stored reach on both sides (``ix_date_low``), and the rows with an open end,
         whose resources the reach leaves out (``ix_date_low``, ``ix_date_high``). Every criterion is still tested
         per candidate; the window only narrows which resources are tested.
+
+        ``narrowed_by`` (the code the window displaced), where its hashes serve it, is probed per row of the
+        window (``window_probe``), so that only resources of that code are read from ``resources``; it is then
+        not to be tested again (the second value says whether it was).
 
         With ``r`` the reach, a matching resource's bounds lie between its least ``e`` and greatest ``E``, with
         ``E - e <= r``, ``E >= after`` and ``e <= before``; its earliest ``low`` lies in [e, E], so in
@@ -312,7 +318,7 @@ class PredicateBuilder:
         param_id = self.ids(target.type_name, window.code)
         reach = date_spans.bound_of(param_id)
         earliest, open_start, open_end = (self.alias(date_index).c for _ in range(3))
-        rows = union_all(
+        rows: Any = union_all(
             select(earliest.res_pk).where(
                 earliest.param_id == param_id,
                 earliest.low >= window.after - reach,
@@ -321,11 +327,31 @@ class PredicateBuilder:
             select(open_start.res_pk).where(open_start.param_id == param_id, open_start.low == UNBOUNDED_LOW),
             select(open_end.res_pk).where(open_end.param_id == param_id, open_end.high == UNBOUNDED_HIGH),
         )
+        narrowed = False
+        if narrowed_by is not None:
+            # columns named, not taken from the subquery's collection (built per call, as for the CTE below)
+            name = f"window_{next(self._aliases)}"
+            found = rows.subquery(name)
+            probe = self.window_probe(Target(found, target.type_name), literal_column(f"{name}.res_pk"), narrowed_by)
+            if probe is not None:
+                rows, narrowed = select(literal_column("res_pk")).select_from(found).where(probe), True
         if self.dialect != "postgresql":
-            return target.pk.in_(rows)
+            return target.pk.in_(rows), narrowed
         # read first, as in ``first``; the column named, not taken from the CTE's collection (built per call)
         lead = rows.cte(f"lead_{next(self._aliases)}").prefix_with("MATERIALIZED")
-        return target.pk.in_(select(literal_column("res_pk")).select_from(lead))
+        return target.pk.in_(select(literal_column("res_pk")).select_from(lead)), narrowed
+
+    def window_probe(self, target: Target, res_pk: Any, clause: Match) -> ColumnElement[bool] | None:
+        """A criterion as one index probe per row of a window (``ix_token_sys_value``, …) whose ``res_pk`` is
+        given, where the hashes serve it (else None). A scalar subquery, not EXISTS: PostgreSQL would turn
+        EXISTS into a join and, in the generic plan of a prepared statement, read every row of the code in the
+        archive instead."""
+        param, table = clause.param, self.alias(INDEX_TABLES[clause.param.type])
+        probes = self.hash_probes(target, param.code, param.type, table, clause.values, clause.modifier)
+        if probes is None:
+            return None
+        found = select(table.c.res_pk).where(table.c.res_pk == res_pk, or_(*probes)).limit(1)
+        return found.scalar_subquery().is_not(None)
 
     def first(self, rows: Any) -> Any:
         """A chain's or ``_has``'s rows as a ``MATERIALIZED`` CTE on PostgreSQL, so that the planner reads them

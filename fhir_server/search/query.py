@@ -100,6 +100,18 @@ def conditions(
     *,
     restrict: Restriction | None = None,
 ) -> list[ColumnElement[bool]]:
+    return _conditions(conn, request, table, extra, restrict=restrict)[0]
+
+
+def _conditions(
+    conn: Connection,
+    request: SearchRequest,
+    table: Any,
+    extra: list[Clause] | None = None,
+    *,
+    restrict: Restriction | None = None,
+) -> tuple[list[ColumnElement[bool]], bool]:
+    """``conditions``, and whether a date window leads (every match is then read to cut a page)."""
     builder = PredicateBuilder(conn.dialect.name, Terminology(conn), ids=lambda t, p: param_ids.lookup(conn, t, p))
     builder.restrict = restrict
     types = request.types
@@ -110,12 +122,17 @@ def conditions(
     clauses = [*request.clauses, *(extra or [])]
     lead = _leading_clause(clauses) if target.type_name else None
     pinned = False
+    narrowing = None  # the criterion a window displaced, once probed per row of the window
     window = _leading_window(conn, target, clauses, lead)
     if window is not None:
-        where.append(builder.driving_window(target, window))
-        lead, pinned = None, True
+        displaced = lead if isinstance(lead, Match) else None
+        condition, narrowed = builder.driving_window(target, window, displaced)
+        where.append(condition)
+        narrowing, lead, pinned = displaced if narrowed else None, None, True
     for clause in clauses:
         try:
+            if clause is narrowing:
+                continue
             if clause is lead:
                 where.append(builder.driving(target, clause))
                 pinned = isinstance(clause, Match | Chain)
@@ -132,7 +149,7 @@ def conditions(
         where.append(table.c.res_type == types[0])
     if restrict is not None:
         where.append(restrict(table, target.type_name))
-    return where
+    return where, window is not None
 
 
 def _leading_clause(clauses: list[Clause]) -> Clause | None:
@@ -189,20 +206,25 @@ def search(
     PostgreSQL it is the planner's estimate (``Page.total_estimated``), on SQLite the count goes on.
     """
     r = _RESOURCES
-    where = conditions(conn, request, r, extra, restrict=restrict)
+    where, windowed = _conditions(conn, request, r, extra, restrict=restrict)
     explicit = any(name == "_total" for name, _ in request.applied)
     if request.count == 0 or request.summary == "count":
         mode = "accurate" if request.total == "none" else request.total
         total, estimated = _total(conn, r, where, mode, None if explicit else count_limit)
         return Page([], total, None, None, estimated)
     keys = [_sort_expression(conn, r, key, i, request.types) for i, key in enumerate(request.sort)]
-    inner = select(r.c.res_pk.label("pk"), r.c.res_type, r.c.res_id, *(k.label(f"k{i}") for i, k in enumerate(keys)))
+    # a window's candidates are all read and tested to cut any page, so the page counts them as well
+    counted = windowed and request.total == "accurate"
+    matches = [func.count().over().label("matches")] if counted else []
+    inner = select(
+        r.c.res_pk.label("pk"), r.c.res_type, r.c.res_id, *(k.label(f"k{i}") for i, k in enumerate(keys)), *matches
+    )
     page = inner.where(*where).subquery("page")
     columns = [page.c[f"k{i}"] for i in range(len(keys))]
     descending = [key.descending for key in request.sort]
     signature = sort_signature(request.sort)
     backward = False
-    query = select(page)
+    query = select(page.c.pk, page.c.res_type, page.c.res_id, *columns, *([page.c.matches] if counted else []))
     if request.cursor:
         direction, values, last_pk = decode_cursor(request.cursor, signature, len(keys))
         backward = direction == "p"
@@ -219,12 +241,14 @@ def search(
     rows = rows[: request.count]
     if backward:
         rows.reverse()
-    hits = [Hit(row.pk, row.res_type, row.res_id, tuple(row[3:])) for row in rows]
+    hits = [Hit(row.pk, row.res_type, row.res_id, tuple(row[3 : 3 + len(keys)])) for row in rows]
     estimated = False
     if request.total == "none":
         total = None
     elif request.cursor is None and not more:
         total = len(hits)  # the first page holds every match: no count query
+    elif counted and rows:
+        total, estimated = _counted(conn, r, where, rows[0].matches, None if explicit else count_limit)
     else:
         total, estimated = _total(conn, r, where, request.total, None if explicit else count_limit)
     has_next = more if not backward else bool(hits)
@@ -256,6 +280,15 @@ def _total(
         if postgres:
             return max(_planner_rows(conn, query), limit + 1), True
     return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one(), False
+
+
+def _counted(
+    conn: Connection, r: Any, where: list[ColumnElement[bool]], matches: int, limit: int | None
+) -> tuple[int, bool]:
+    """The total of ``_total`` from a count the page made: past ``limit``, PostgreSQL's estimate as there."""
+    if limit is None or matches <= limit or conn.dialect.name != "postgresql":
+        return matches, False
+    return max(_planner_rows(conn, select(r.c.res_pk).where(*where)), limit + 1), True
 
 
 def _planner_rows(conn: Connection, query: Select) -> int:

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, event, inspect, select, text
 
 from fhir_server.migrations import downgrade, upgrade
 from fhir_server.repository import Repository
@@ -64,6 +64,11 @@ SEARCHES = [
     [("status", "final"), ("date", "ge2023-01-01"), ("date", "le2024-12-31")],
     [("subject", "Patient/dw0"), ("date", "ge2024-03-10"), ("date", "lt2024-03-17")],
     [("code", HEART_RATE), ("date", "ge2024-03-10"), ("date", "ap2024-03-17")],
+    [("code", "8867-4"), ("date", "ge2024-03-10"), ("date", "lt2024-03-17")],  # a code without its system
+    [("code", f"{HEART_RATE},{LOINC}|8310-5"), ("date", "ge2024-03-10"), ("date", "lt2024-03-17")],
+    [("code", HEART_RATE), ("date", "ge2024-03-10"), ("date", "lt2024-03-17"), ("_sort", "date")],
+    [("code", HEART_RATE), ("date", "ge2024-03-10"), ("date", "lt2024-03-17"), ("_total", "accurate")],
+    [("code", HEART_RATE), ("date", "ge2024-03-10"), ("date", "lt2024-03-17"), ("_total", "none")],
 ]
 
 
@@ -166,6 +171,143 @@ def test_the_window_leads_in_the_plan(stored, monkeypatch):
         else:
             plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
             assert "ix_date_low" in plan and "ix_date_high" in plan, plan  # index-only once vacuumed
+
+
+def _pages_back(engine: Engine, params: list[tuple[str, str]]) -> tuple[list[list[str]], set[int | None]]:
+    """Forward to the last page of two, then back through the previous links: the pages and their totals."""
+    pages: list[list[str]] = []
+    totals: set[int | None] = set()
+    cursor: str | None = None
+    with engine.connect() as conn:
+        for _ in range(40):
+            request = parse_request(REGISTRY, ("Observation",), [*params, ("_count", "2"), *_cursor(cursor)])
+            page = search(conn, request, count_limit=1_000)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        for _ in range(40):
+            request = parse_request(REGISTRY, ("Observation",), [*params, ("_count", "2"), *_cursor(cursor)])
+            page = search(conn, request, count_limit=1_000)
+            pages.append([hit.id for hit in page.hits])
+            totals.add(page.total)
+            cursor = page.previous_cursor
+            if cursor is None:
+                break
+    return pages, totals
+
+
+@pytest.mark.parametrize("params", [SEARCHES[0], SEARCHES[7], SEARCHES[15]], ids=["week", "day desc", "week asc"])
+def test_backward_pages_and_totals_are_those_of_the_criteria_alone(stored, params, monkeypatch):
+    monkeypatch.setattr(query, "NARROW_WINDOW", 2**62)
+    with_window = _pages_back(stored, params)
+    assert len(with_window[0]) > 1  # several pages, walked back
+    monkeypatch.setattr(query, "_leading_window", lambda *args: None)
+    assert with_window == _pages_back(stored, params)
+
+
+def test_a_window_counts_its_matches_in_the_page_statement(stored, monkeypatch):
+    """The page reads and tests every candidate of the window anyway: its total comes with it, not from a
+    second statement that would read them all again."""
+    monkeypatch.setattr(query, "NARROW_WINDOW", 2**62)
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(stored, "before_cursor_execute", note)
+    try:
+        with stored.connect() as conn:
+            params = [*SEARCHES[0], ("_count", "3")]
+            page = search(conn, parse_request(REGISTRY, ("Observation",), params), count_limit=1_000)
+            later = search(
+                conn,
+                parse_request(REGISTRY, ("Observation",), [*params, ("_cursor", page.next_cursor)]),
+                count_limit=1_000,
+            )
+    finally:
+        event.remove(stored, "before_cursor_execute", note)
+    assert (page.total, later.total) == (11, 11) and not page.total_estimated
+    assert len(page.hits) == 3 and page.next_cursor is not None
+    searches = [s for s in statements if "FROM resources AS r" in s]
+    assert len(searches) == 2, statements  # one per page: no count statement
+    assert not any(s.lstrip().upper().startswith("SELECT COUNT(*)") for s in statements), statements
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_past_the_count_limit_a_counted_window_gives_the_total_as_before(stored, explicit, monkeypatch):
+    """More matches than ``count_limit``: the planner's estimate on PostgreSQL, the count on SQLite, the count
+    everywhere when ``_total=accurate`` is asked for, as when a count statement gave the total."""
+    monkeypatch.setattr(query, "NARROW_WINDOW", 2**62)
+    params = [*SEARCHES[0], ("_count", "3"), *([("_total", "accurate")] if explicit else [])]
+    with stored.connect() as conn:
+        page = search(conn, parse_request(REGISTRY, ("Observation",), params), count_limit=5)
+    if explicit or stored.dialect.name == "sqlite":
+        assert (page.total, page.total_estimated) == (11, False)
+    else:
+        assert page.total_estimated and page.total is not None and page.total >= 6
+
+
+def _plan(conn, statement, *, generic: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """The plan of a statement; on PostgreSQL with ``generic``, the plan of it as a prepared statement that no
+    longer looks at its parameters (what a connection uses after a few executions)."""
+    if conn.dialect.name == "sqlite":
+        compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+        return " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    if not generic:
+        compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
+    compiled = statement.compile(conn)
+    names = list(compiled.params)
+    sql = compiled.string
+    for position, name in enumerate(names, 1):
+        sql = sql.replace(f"%({name})s", f"${position}")
+    conn.exec_driver_sql(f"PREPARE window_search AS {sql}")
+    try:
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        arguments = ", ".join(str(compiled.params[name]) for name in names)
+        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN EXECUTE window_search({arguments})"))
+    finally:
+        conn.exec_driver_sql("DEALLOCATE window_search")
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_the_code_is_probed_per_row_of_the_window(stored, generic, monkeypatch):
+    """The displaced code is tested on the window's rows, one ``ix_token_sys_value`` probe each, before any
+    ``resources`` row is read: never a join with every row of the code in the archive (which a generic plan
+    of the EXISTS form chose)."""
+    monkeypatch.setattr(query, "NARROW_WINDOW", 2**62)
+    request = parse_request(REGISTRY, ("Observation",), SEARCHES[0])
+    with stored.connect() as conn:
+        statement = select(resources.c.res_pk).where(*conditions(conn, request, resources)).limit(21)
+        if stored.dialect.name == "sqlite" and generic:
+            pytest.skip("SQLite plans each statement with its values")
+        plan = _plan(conn, statement, generic=generic)
+        conn.rollback()
+    if stored.dialect.name == "sqlite":
+        assert "ix_token_sys_value" in _sqlite_probes_of_the_range(stored, statement), plan
+    else:
+        window = _cte_of(plan)
+        assert "SubPlan" in window and "ix_token_sys_value" in window, plan
+        assert "Hash" not in window and "Merge" not in window, plan
+
+
+def _sqlite_probes_of_the_range(engine: Engine, statement) -> str:  # type: ignore[no-untyped-def]
+    """What SQLite reads in the subqueries it runs per row of the window's range (its left-most branch)."""
+    with engine.connect() as conn:
+        compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+    [left] = [row[0] for row in rows if row[3] == "LEFT-MOST SUBQUERY"]
+    per_row = {row[0] for row in rows if row[1] == left and row[3].startswith("CORRELATED SCALAR SUBQUERY")}
+    return " ".join(row[3] for row in rows if row[1] in per_row)
+
+
+def _cte_of(plan: str) -> str:
+    """The lines of a PostgreSQL plan under its (first) CTE: how the window's rows are read."""
+    lines = plan.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("CTE lead_"))
+    depth = len(lines[start]) - len(lines[start].lstrip())
+    end = next((i for i in range(start + 1, len(lines)) if len(lines[i]) - len(lines[i].lstrip()) <= depth), None)
+    return "\n".join(lines[start:end])
 
 
 def test_date_windows_of_the_prefixes():
@@ -385,3 +527,47 @@ def test_the_bound_for_choosing_the_start_is_read_again_after_the_interval(blank
         assert date_spans.longest(conn, param_id) == 40 * DAY  # the plan's choice only: read a moment ago
         monkeypatch.setattr(date_spans, "CHECK_INTERVAL", 0.0)
         assert date_spans.longest(conn, param_id) == 50 * DAY
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("name", "Wang"), ("birthdate", "ge1950-03-01"), ("birthdate", "lt1950-03-08")],
+        [("name:exact", "Wang Fang"), ("birthdate", "ge1950-03-01"), ("birthdate", "lt1950-03-08")],
+        [("family", "li"), ("birthdate", "1950-03-03")],
+    ],
+    ids=["prefix", "exact", "family"],
+)
+def test_a_displaced_string_is_probed_on_the_window_as_it_was_tested(blank, params, monkeypatch):
+    repository = Repository(REGISTRY)
+    people = [("Wang", "Fang"), ("Wang", "Wei"), ("Li", "Na"), ("Wangshi", "Lan"), ("Zhang", "Wang")]
+    patients = [
+        (
+            {
+                "resourceType": "Patient",
+                "name": [{"family": family, "given": [given], "text": f"{family} {given}"}],
+                "birthDate": f"1950-03-0{day}",
+            },
+            f"p{day}{n}",
+        )
+        for n, (family, given) in enumerate(people)
+        for day in (1, 3, 9)
+    ]
+    with unit_of_work(blank) as conn:
+        repository.create_many(conn, patients)
+
+    def ids(windowed: bool) -> tuple[list[str], list[str], int | None]:
+        """Every match in ``res_pk`` order, the first page of two and its total."""
+        with blank.connect() as conn:
+            request = parse_request(REGISTRY, ("Patient",), [*params, ("_count", "2")])
+            page = search(conn, request, count_limit=1_000)
+            where = conditions(conn, request, resources)
+            assert ("search_date_spans" in str(select(resources.c.res_pk).where(*where).compile(conn))) is windowed
+            every = conn.execute(select(resources.c.res_id).where(*where).order_by(resources.c.res_pk)).scalars()
+            return list(every), [hit.id for hit in page.hits], page.total
+
+    monkeypatch.setattr(query, "NARROW_WINDOW", 2**62)
+    with_window = ids(True)
+    monkeypatch.setattr(query, "_leading_window", lambda *args: None)
+    assert with_window == ids(False)
+    assert with_window[0] and with_window[2] == len(with_window[0])
