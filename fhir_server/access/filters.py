@@ -171,8 +171,13 @@ _ROW = select(resources.c.res_pk).where(
 """The row of one resource, built once."""
 
 
+_BIGINT, _STRING = BigInteger(), String()
+"""One instance of each bind type: SQLAlchemy memoizes a type's cache key on the instance, so a fresh instance per
+read would have its key derived again (the class's constructor arguments inspected) for every search."""
+
+
 def _bind_type(name: str) -> Any:
-    return BigInteger() if name == "at" else String()
+    return _BIGINT if name == "at" else _STRING
 
 
 @lru_cache(maxsize=1024)

@@ -87,10 +87,13 @@ def event_patients(event: dict[str, Any]) -> list[str]:
     return found
 
 
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
 def lock_chain(conn: Connection) -> None:
     """Take the chain's writer lock for the rest of the transaction."""
     if is_postgres(conn):
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK})
+        conn.execute(_LOCK, {"key": ADVISORY_LOCK})
 
 
 _TABLES = {audit_log.name: audit_log, audit_patients.name: audit_patients}
@@ -118,13 +121,17 @@ def _insert(
     )
 
 
+_LAST = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+"""The chain's last row, built once (its SQL and cache key are then computed once, not per batch)."""
+
+
 def append(conn: Connection, entries: list[Entry]) -> list[int]:
     """Give each entry the next ``seq`` and its chained hash, and insert them (one statement per table and
     batch); the ``seq`` values, in order."""
     if not entries:
         return []
     lock_chain(conn)
-    last = conn.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
+    last = conn.execute(_LAST).first()
     seq, prev = (last.seq, last.hash) if last is not None else (0, GENESIS)
     first = seq + 1
     rows: list[tuple[Any, ...]] = []

@@ -165,7 +165,7 @@ def audit_event(access: Access) -> dict[str, Any]:
     if access.break_glass_reason:
         event["meta"] = _BREAK_GLASS_LABEL
         event["extension"] = [{"url": BREAK_GLASS_EXTENSION, "valueString": access.break_glass_reason}]
-    event["agent"] = _agents(access, purpose)
+    event["agent"] = _agents(access.client_id, access.remote_address, purpose, access.organization, access.user)
     event["source"] = _SOURCE
     entities = _entities(access)
     if entities:
@@ -173,24 +173,28 @@ def audit_event(access: Access) -> dict[str, Any]:
     return event
 
 
-def _agents(access: Access, purpose: str | None) -> list[dict[str, Any]]:
+@lru_cache(maxsize=1024)
+def _agents(
+    client_id: str | None, remote_address: str | None, purpose: str | None, organization: str | None, user: str | None
+) -> list[dict[str, Any]]:
+    """The agents of a caller's events, built once per caller (events are only serialised: they may share it)."""
     client: dict[str, Any] = {
         "type": _CLIENT_ROLE,
-        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": access.client_id or "anonymous"}},
+        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": client_id or "anonymous"}},
         "requestor": True,
     }
-    if access.remote_address:
-        client["network"] = {"address": access.remote_address, "type": "2"}
+    if remote_address:
+        client["network"] = {"address": remote_address, "type": "2"}
     if purpose:
         client["purposeOfUse"] = _purpose(purpose)
     agents = [client]
-    if access.organization:
-        agents.append({"type": _PROVIDER_ROLE, "who": {"reference": access.organization}, "requestor": False})
-    if access.user:
+    if organization:
+        agents.append({"type": _PROVIDER_ROLE, "who": {"reference": organization}, "requestor": False})
+    if user:
         agents.append(
             {
                 "type": _USER_ROLE,
-                "who": {"identifier": {"system": USER_SYSTEM, "value": access.user}},
+                "who": {"identifier": {"system": USER_SYSTEM, "value": user}},
                 "requestor": True,
             }
         )

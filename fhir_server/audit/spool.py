@@ -26,7 +26,20 @@ from dataclasses import fields
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Column, Connection, Engine, Integer, String, Table, delete, insert, make_url, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    make_url,
+    select,
+    update,
+)
 
 from fhir_server.audit.events import Access
 from fhir_server.storage.tables import metadata
@@ -142,11 +155,20 @@ def spool_directory(database_url: str, configured: Path | None = None) -> Path:
     return Path("var") / "audit-spool" / digest
 
 
+_MARK = (
+    update(audit_spool)
+    .where(audit_spool.c.spool == bindparam("marked_spool"))
+    .values(segment=bindparam("marked_segment"))
+)
+_FIRST_MARK = insert(audit_spool).values(spool=bindparam("marked_spool"), segment=bindparam("marked_segment"))
+"""Statements built once: every batch of the audit trail records its spool segment."""
+
+
 def mark_written(conn: Connection, spool: str, segment: int) -> None:
     """Record, in the transaction that appended them, that the spool's events up to ``segment`` are written."""
-    done = conn.execute(update(audit_spool).where(audit_spool.c.spool == spool).values(segment=segment))
-    if done.rowcount == 0:
-        conn.execute(insert(audit_spool).values(spool=spool, segment=segment))
+    values = {"marked_spool": spool, "marked_segment": segment}
+    if conn.execute(_MARK, values).rowcount == 0:
+        conn.execute(_FIRST_MARK, values)
 
 
 def forget(engine: Engine, spool: str) -> None:
