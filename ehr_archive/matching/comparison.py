@@ -53,7 +53,9 @@ def compare_names(a: ChineseName | None, b: ChineseName | None) -> str:
         return MISSING
     if a.text == b.text:
         return "exact"
-    if len(a.readings) == len(b.readings) and all(x & y for x, y in zip(a.readings, b.readings, strict=True)):
+    if len(a.readings) == len(b.readings) and not any(
+        x.isdisjoint(y) for x, y in zip(a.readings, b.readings, strict=True)
+    ):
         return "pinyin"
     if a.full_pinyin == b.full_pinyin:
         return "pinyin"
@@ -162,4 +164,6 @@ def _one_given_char_off(a: ChineseName, b: ChineseName) -> bool:
 
 
 def _same_sound(a: ChineseName, i: int, b: ChineseName, j: int) -> bool:
-    return bool(a.readings[i] & b.readings[j]) or fuzzy_syllable(a.syllables[i]) == fuzzy_syllable(b.syllables[j])
+    return not a.readings[i].isdisjoint(b.readings[j]) or fuzzy_syllable(a.syllables[i]) == fuzzy_syllable(
+        b.syllables[j]
+    )

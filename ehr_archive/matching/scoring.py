@@ -64,6 +64,8 @@ class MatchModel:
 
     probabilities: Mapping[str, Mapping[str, tuple[float, float]]]
     weights: Mapping[str, Mapping[str, float]] = field(init=False, repr=False, compare=False)
+    evidence: Mapping[str, Mapping[str, FieldEvidence]] = field(init=False, repr=False, compare=False)
+    """Every field's evidence at every level, built once: a comparison only looks its levels up."""
 
     def __post_init__(self) -> None:
         weights: dict[str, dict[str, float]] = {}
@@ -76,6 +78,11 @@ class MatchModel:
                     raise ValueError(f"m and u of {name}/{level} must lie in (0, 1]")
                 weights[name][level] = 0.0 if level == MISSING else math.log2(m / u)
         object.__setattr__(self, "weights", weights)
+        evidence = {
+            name: {level: FieldEvidence(name, level, weight) for level, weight in levels.items()}
+            for name, levels in weights.items()
+        }
+        object.__setattr__(self, "evidence", evidence)
 
     def weight(self, name: str, level: str) -> float:
         return self.weights[name][level]
@@ -174,7 +181,8 @@ def grade_comparison(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> MatchResult:
     """Grade an already computed comparison vector of `a` and `b` (GB 11643 numbers decide when both are sound)."""
-    evidence = tuple(FieldEvidence(name, level, model.weight(name, level)) for name, level in levels.items())
+    known = model.evidence
+    evidence = tuple(known[name][level] for name, level in levels.items())
     score = sum(e.weight for e in evidence)
     grade = thresholds.grade(score)
     if not (a.resident_id and b.resident_id):

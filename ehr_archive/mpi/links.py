@@ -49,6 +49,20 @@ class Record:
         return Member(self.source_id, self.demographics, self.updated_at, self.active)
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An active record sharing a blocking key: its golden and its demographics as stored (JSON text, which
+    the matcher keys its cache of folded records on, so a cached candidate is never decoded)."""
+
+    source_id: str
+    golden_id: str
+    stored: str
+
+    @property
+    def demographics(self) -> dict[str, Any]:
+        return orjson.loads(self.stored)
+
+
 def key_hash(key: str) -> int:
     """A signed 64-bit hash of a blocking key (BLAKE2b)."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
@@ -188,15 +202,14 @@ def remove_record(conn: Connection, source_id: str) -> None:
     conn.execute(delete(mpi_records).where(mpi_records.c.source_id == source_id))
 
 
-def candidates(conn: Connection, keys: Iterable[str], *, exclude: str | None = None) -> list[Record]:
+def candidates(conn: Connection, keys: Iterable[str], *, exclude: str | None = None) -> list[Candidate]:
     """Active records sharing a blocking key with ``keys``, by source id: an index probe per key, blocks over
     :data:`MAX_BLOCK_SIZE` skipped, in one statement whose text is built once per number of keys."""
     hashes = sorted({key_hash(key) for key in keys})
     if not hashes:
         return []
     sql = _candidates_statement(conn.dialect.paramstyle == "qmark", len(hashes))
-    rows = conn.exec_driver_sql(sql, (*hashes, exclude or ""))
-    return [_record(row) for row in rows]
+    return [Candidate(*row) for row in conn.exec_driver_sql(sql, (*hashes, exclude or ""))]
 
 
 @cache
@@ -208,8 +221,7 @@ def _candidates_statement(qmark: bool, keys: int) -> str:
     return (
         f"WITH probes AS ({probes}), usable AS "
         f"(SELECT key_hash FROM probes GROUP BY key_hash HAVING count(*) <= {MAX_BLOCK_SIZE}) "
-        "SELECT r.source_id, r.golden_id, r.link_kind, r.active, r.demographics, r.updated_at "
-        f"FROM {records_table} AS r WHERE r.active AND r.source_id IN "
+        f"SELECT r.source_id, r.golden_id, r.demographics FROM {records_table} AS r WHERE r.active AND r.source_id IN "
         "(SELECT source_id FROM probes WHERE key_hash IN (SELECT key_hash FROM usable)) "
         f"AND r.source_id <> {marker} ORDER BY r.source_id"
     )

@@ -14,9 +14,9 @@ import threading
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -130,12 +130,18 @@ class MasterPatientIndex:
     # -- matching ------------------------------------------------------------------------------------------------
 
     def score_candidates(
-        self, conn: Connection, record: PersonRecord, *, exclude: str | None = None
+        self,
+        conn: Connection,
+        record: PersonRecord,
+        *,
+        exclude: str | None = None,
+        keys: Iterable[str] | None = None,
     ) -> dict[str, tuple[MatchResult, str]]:
-        """Best result per golden among the records sharing a blocking key: ``{golden_id: (result, source_id)}``."""
+        """Best result per golden among the records sharing a blocking key: ``{golden_id: (result, source_id)}``;
+        ``keys``: the record's blocking keys when the caller has them already."""
         best: dict[str, tuple[MatchResult, str]] = {}
-        for candidate in links.candidates(conn, blocking_keys(record), exclude=exclude):
-            other = _folded(candidate.source_id, orjson.dumps(candidate.demographics))
+        for candidate in links.candidates(conn, blocking_keys(record) if keys is None else keys, exclude=exclude):
+            other = _FOLDED.get(candidate.source_id, candidate.stored)
             result = score_pair(record, other, model=self.model, thresholds=self.thresholds)
             if result.grade is MatchGrade.CERTAINLY_NOT:
                 continue
@@ -175,7 +181,11 @@ class MasterPatientIndex:
         if refuse_golden and is_golden(patient):
             raise golden_refused("The Patient carries the golden-record tag")
         refused = links.distinct_goldens(conn, source_id) if existing is not None else set()
-        scored = {g: v for g, v in self.score_candidates(conn, record, exclude=source_id).items() if g not in refused}
+        scored = {
+            g: v
+            for g, v in self.score_candidates(conn, record, exclude=source_id, keys=keys).items()
+            if g not in refused
+        }
         certain = [g for g, (r, _) in scored.items() if r.grade is MatchGrade.CERTAIN]
         best_certain = max(certain, key=lambda g: rank(scored[g][0]), default=None)
         new_golden = False
@@ -188,6 +198,7 @@ class MasterPatientIndex:
         else:
             golden_id, kind = str(uuid.uuid4()), "new"  # reserved below: its first version may come after commit
             new_golden = True  # (an existing record that still fits keeps its golden, kind "new" or not)
+        identity = demographics(patient)
         reviews = sorted(
             ((g, r) for g, (r, _) in scored.items() if g != golden_id and r.grade is not MatchGrade.CERTAIN),
             key=lambda item: rank(item[1]),
@@ -204,13 +215,14 @@ class MasterPatientIndex:
             source_id,
             golden_id=golden_id,
             link_kind=kind,
-            demographics=demographics(patient),
+            demographics=identity,
             keys=keys,
             active=not merged_away,
             new=existing is None,
             new_golden=new_golden,
             queue=changed if defer else (),
         )
+        _FOLDED.put(source_id, orjson.dumps(identity).decode(), record)  # as it is stored: the next writes' candidate
         with_golden_link(patient, golden_id, links.goldens_among(conn, _link_targets(patient)))
         for changed_id in changed if not defer else ():
             self.refresh_golden(conn, changed_id)
@@ -231,7 +243,7 @@ class MasterPatientIndex:
             _RANK[
                 score_pair(
                     record,
-                    _folded(m.source_id, orjson.dumps(m.demographics)),
+                    _FOLDED.get(m.source_id, orjson.dumps(m.demographics).decode()),
                     model=self.model,
                     thresholds=self.thresholds,
                 ).grade
@@ -569,11 +581,37 @@ class _Rebuilder:
                 log.exception("background rebuild of golden Patients failed")
 
 
-@lru_cache(maxsize=8192)
-def _folded(source_id: str, demographics: bytes) -> PersonRecord:
-    """A filed record as the matcher compares it, kept for the next writes it is a candidate of (the same
-    record and demographics fold the same way; a changed record is a new key)."""
-    return person_record_from_patient(orjson.loads(demographics), source_id)
+class _FoldedRecords:
+    """Filed records as the matcher compares them, by source id and stored demographics (JSON text; the same
+    text folds the same way, a changed record is a new key), the least recently used dropped past ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._records: OrderedDict[tuple[str, str], PersonRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source_id: str, stored: str) -> PersonRecord:
+        key = (source_id, stored)
+        with self._lock:
+            record = self._records.get(key)
+            if record is not None:
+                self._records.move_to_end(key)
+                return record
+        record = person_record_from_patient(orjson.loads(stored), source_id)
+        self.put(source_id, stored, record)
+        return record
+
+    def put(self, source_id: str, stored: str, record: PersonRecord) -> None:
+        """Keep ``record``, folded from a Patient whose identity elements are ``stored`` (it folds the same)."""
+        key = (source_id, stored)
+        with self._lock:
+            self._records[key] = record
+            self._records.move_to_end(key)
+            if len(self._records) > self._size:
+                self._records.popitem(last=False)
+
+
+_FOLDED = _FoldedRecords(8192)
 
 
 def _link_targets(patient: dict[str, Any]) -> list[str]:

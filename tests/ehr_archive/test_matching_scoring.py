@@ -224,3 +224,21 @@ def test_model_rejects_impossible_probabilities() -> None:
     with pytest.raises(ValueError, match="name/exact"):
         MatchModel({"name": {"exact": (0.0, 0.1)}})
     assert MatchModel({}).weight("name", "exact") == 0.0
+
+
+def test_each_model_scores_with_its_own_weights() -> None:
+    a, b = person_record_from_patient(patient()), person_record_from_patient(patient(birthDate="1990-03-09"))
+    doubled = MatchModel(
+        {
+            name: {level: (min(1.0, 2 * m), u) for level, (m, u) in levels.items()}
+            for name, levels in DEFAULT_MODEL.probabilities.items()
+        }
+    )
+
+    for model in (DEFAULT_MODEL, doubled):
+        result = score_pair(a, b, model=model)
+        assert [(e.field, e.level, e.weight) for e in result.evidence] == [
+            (name, level, model.weight(name, level)) for name, level in compare_records(a, b).items()
+        ]
+        assert result.score == sum(model.weight(name, level) for name, level in compare_records(a, b).items())
+    assert score_pair(a, b, model=doubled).score > score_pair(a, b).score

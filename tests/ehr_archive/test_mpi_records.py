@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
+
 from ehr_archive.identifiers import CITIZEN_CARD_SYSTEM, RESIDENT_ID_SYSTEM, mrn_system
 from ehr_archive.matching import person_record_from_patient, score_pair
 from ehr_archive.mpi.records import Member, build_golden, demographics, golden_of, is_golden, with_golden_link
 from ehr_archive.mpi.review import completed_task, review_task, task_candidate
 from tests.ehr_archive.conftest import patient, resident_id
+from tests.ehr_archive.mpi_dataset import generate_dataset
 
 
 def test_survivorship_takes_the_majority_id_number_and_the_latest_name_and_address() -> None:
@@ -81,3 +84,11 @@ def test_a_review_task_carries_the_candidate_score_grade_and_evidence() -> None:
     assert {c for c in codes if c.startswith("evidence-")} == {f"evidence-{e.field}" for e in result.evidence}
     assert done["status"] == "completed" and task["status"] == "requested"
     assert done["output"][0]["valueCode"] == "linked"
+
+
+def test_a_record_folds_as_its_stored_identity_elements() -> None:
+    """The matcher keeps the fold of a record it files as that of its stored demographics: they must agree."""
+    dataset = generate_dataset(residents=400, seed=11)
+    for record in dataset.records:
+        stored = orjson.loads(orjson.dumps(demographics(record.patient)))
+        assert person_record_from_patient(stored, "r") == person_record_from_patient(record.patient, "r"), record.errors
