@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import calendar
 import re
-import sys
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from functools import cache, lru_cache
+from functools import lru_cache
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 
@@ -38,15 +37,10 @@ def fold(text: str) -> str:
 @lru_cache(maxsize=16_384)
 def _fold_unicode(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
-    if _combining_marks().isdisjoint(decomposed):  # CJK names and addresses: nothing to drop
+    marks = [unicodedata.combining(c) for c in decomposed]
+    if not any(marks):  # CJK names and addresses: nothing to drop
         return decomposed.casefold().strip()
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
-
-
-@cache
-def _combining_marks() -> frozenset[str]:
-    """Every character with a non-zero canonical combining class (Unicode of this Python)."""
-    return frozenset(chr(c) for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c)))
+    return "".join(c for c, mark in zip(decomposed, marks, strict=True) if not mark).casefold().strip()
 
 
 def to_micros(moment: datetime) -> int:
