@@ -12,7 +12,7 @@ import base64
 import pytest
 from sqlalchemy import event, select
 
-from fhir_server.operations.everything import record, record_keys
+from fhir_server.operations.everything import REFERENCED_TYPES, record, record_keys
 from fhir_server.search.values import search_date
 from fhir_server.storage.tables import resources
 from tests.fhir_server.operations.test_everything import Record, _build, _everything_of_p, _keys, _pages
@@ -35,6 +35,46 @@ def test_record_keys_are_those_of_the_whole_record_statement(built, backend, sta
         expected = sorted(conn.execute(everything).scalars())
         assert record_keys(conn, built.id("p"), low, high) == expected
     assert len(expected) > 20
+
+
+def test_a_later_pages_keys_are_the_tail_of_the_record(built, backend):
+    """From any page start: the keys after it, the referenced resources still found from the whole record."""
+    with backend.engine.connect() as conn:
+        every = record_keys(conn, built.id("p"), None, None)
+        kinds = conn.execute(select(resources.c.res_pk, resources.c.res_type).where(resources.c.res_pk.in_(every)))
+        referenced = [pk for pk, res_type in kinds if res_type in REFERENCED_TYPES]
+        for start in every:
+            assert record_keys(conn, built.id("p"), None, None, start) == [k for k in every if k > start]
+    assert referenced and referenced[-1] > every[0]
+
+
+def test_a_resource_referenced_only_before_a_page_start_is_still_in_its_tail(client, backend):
+    """A Practitioner stored after the Observation that refers to it (added by an update) and after the
+    page start: found from the whole record, not from the members after the start."""
+    headers = {"Content-Type": "application/fhir+json"}
+
+    def create(resource: dict) -> dict:
+        answer = client.post(f"/fhir/{resource['resourceType']}", json=resource, headers=headers)
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    patient = create({"resourceType": "Patient"})
+    subject = {"reference": f"Patient/{patient['id']}"}
+    first = create({"resourceType": "Observation", "status": "final", "code": {"text": "a"}, "subject": subject})
+    late = create({"resourceType": "Practitioner", "name": [{"family": "后来"}]})
+    first["performer"] = [{"reference": f"Practitioner/{late['id']}"}]
+    assert client.put(f"/fhir/Observation/{first['id']}", json=first, headers=headers).status_code == 200
+    create({"resourceType": "Observation", "status": "final", "code": {"text": "b"}, "subject": subject})
+    with backend.engine.connect() as conn:
+        every = record_keys(conn, patient["id"], None, None)
+        start, late_pk = (
+            conn.execute(
+                select(resources.c.res_pk).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
+            ).scalar_one()
+            for res_type, res_id in (("Observation", first["id"]), ("Practitioner", late["id"]))
+        )
+        assert late_pk in every and late_pk > start
+        assert record_keys(conn, patient["id"], None, None, start) == [k for k in every if k > start]
 
 
 def test_every_page_carries_the_first_pages_total(client, built):
