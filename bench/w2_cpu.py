@@ -38,32 +38,10 @@ import httpx
 import orjson
 
 from bench.regional.generate import RegionalData, institutions
+from bench.regional.workloads import w2_transaction
 
 HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
 INSTITUTION_SCOPES = "system/*.cruds"
-
-
-def w2_bundle(record: Any) -> bytes:
-    """The W2 transaction of ``bench/regional/workloads.py`` for one resident's record."""
-    patient = {k: v for k, v in record.patient.items() if k != "id"}
-    patient["identifier"] = patient["identifier"][:1]
-    observation = next(r for r in record.resources if r["resourceType"] == "Observation")
-    observation = {k: v for k, v in observation.items() if k not in ("id", "encounter")}
-    observation["subject"] = {"reference": "urn:uuid:7a1d6c8e-0000-4000-8000-000000000001"}
-    return orjson.dumps(
-        {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
-                {
-                    "fullUrl": "urn:uuid:7a1d6c8e-0000-4000-8000-000000000001",
-                    "resource": patient,
-                    "request": {"method": "POST", "url": "Patient"},
-                },
-                {"resource": observation, "request": {"method": "POST", "url": "Observation"}},
-            ],
-        }
-    )
 
 
 def bearer(url: str, caller: str) -> dict[str, str]:
@@ -142,7 +120,7 @@ def main() -> None:
     loads = [orjson.dumps(r.transaction()) for r in data.records(range(1, args.residents + 1))]
     rng = random.Random(2)
     trials = [
-        [w2_bundle(data.record(rng.randrange(1, args.residents + 1))) for _ in range(args.transactions)]
+        [w2_transaction(data.record(rng.randrange(1, args.residents + 1))) for _ in range(args.transactions)]
         for _ in range(args.trials + 1)
     ]
     rebuild = "queued" if args.profile or args.split else "background"

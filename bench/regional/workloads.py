@@ -96,6 +96,29 @@ def load_institutions(base: str) -> None:
     answer.raise_for_status()
 
 
+def w2_transaction(record: ResidentRecord) -> bytes:
+    """W2's transaction for one resident's record: a new registration (the Patient with its resident ID card
+    only) and one of its Observations, referring to it by ``urn:uuid``."""
+    patient = {k: v for k, v in record.patient.items() if k != "id"}
+    patient["identifier"] = patient["identifier"][:1]
+    observation = next(r for r in record.resources if r["resourceType"] == "Observation")
+    observation = {k: v for k, v in observation.items() if k not in ("id", "encounter")}
+    observation["subject"] = {"reference": "urn:uuid:7a1d6c8e-0000-4000-8000-000000000001"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:7a1d6c8e-0000-4000-8000-000000000001",
+                "resource": patient,
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"resource": observation, "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+    return orjson.dumps(bundle)
+
+
 async def w1_ingest(base: str, db: Database, records: list[ResidentRecord], plan: Plan) -> Cell:
     """W1: one transaction Bundle per resident, ``w1_clients`` uploaders; resources/s and bundle p50/p99."""
     bodies = [orjson.dumps(r.transaction()) for r in records]
@@ -187,25 +210,7 @@ async def w2_small_transactions(base: str, db: Database, data: RegionalData, pla
     for clients in plan.w2_clients:
         bodies = []
         for _ in range(plan.w2_transactions):
-            record = data.record(rng.randrange(1, len(data)))
-            patient = {k: v for k, v in record.patient.items() if k != "id"}
-            patient["identifier"] = patient["identifier"][:1]  # the resident ID card: a new registration
-            observation = next(r for r in record.resources if r["resourceType"] == "Observation")
-            observation = {k: v for k, v in observation.items() if k not in ("id", "encounter")}
-            observation["subject"] = {"reference": "urn:uuid:7a1d6c8e-0000-4000-8000-000000000001"}
-            bundles = {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {
-                        "fullUrl": "urn:uuid:7a1d6c8e-0000-4000-8000-000000000001",
-                        "resource": patient,
-                        "request": {"method": "POST", "url": "Patient"},
-                    },
-                    {"resource": observation, "request": {"method": "POST", "url": "Observation"}},
-                ],
-            }
-            bodies.append(orjson.dumps(bundles))
+            bodies.append(w2_transaction(data.record(rng.randrange(1, len(data)))))
 
         async def send(client: httpx.AsyncClient, i: int, bodies: list[bytes] = bodies) -> tuple[bool, int, str]:
             return expect(200, await client.post("", content=bodies[i], headers=_HEADERS))
