@@ -158,11 +158,7 @@ def everything(call: Invocation, conn: Connection) -> dict[str, Any]:
     where = [r.deleted.is_(False)]
     restrict = call.access.restriction
     if restrict is not None:  # what the caller may read of the record, in the SQL: totals and pages exact
-        where.append(restrict(resources, None))
-        if call.res_id is not None and conn.dialect.name == "postgresql":
-            # With the access filter's per-row subqueries a record of a thousand resources is costed above
-            # jit_above_cost: PostgreSQL spent 0.2-4 s compiling statements that run in milliseconds.
-            conn.exec_driver_sql("SET LOCAL jit = off")
+        where.append(restrict(resources, None))  # (PostgreSQL sessions run without JIT: storage.engine)
     types = _types(call.all("_type"))
     if types:
         where.append(r.res_type.in_(types))

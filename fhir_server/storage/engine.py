@@ -194,13 +194,22 @@ def create_db_engine(settings: Settings) -> Engine:
 
 def _configure_postgres(engine: Engine) -> None:
     """Sessions get the ``statement_timeout`` their unit of work asks for at checkout, and keep it: a ``SET`` only
-    when a session changes hands between a limited unit of work and an unlimited one, not one per transaction."""
+    when a session changes hands between a limited unit of work and an unlimited one, not one per transaction.
+
+    Every session runs without JIT compilation: the access filters' per-row subqueries make short statements
+    cost more than ``jit_above_cost``, and PostgreSQL then spent 0.1-4 s compiling statements that run in
+    milliseconds (``$everything`` of an institution, searches across shared records)."""
 
     _TIMEOUT_AWARE.add(engine)
 
     @event.listens_for(engine, "connect")
-    def _on_connect(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
         record.info[_TIMEOUT] = None
+        autocommit, dbapi_connection.autocommit = dbapi_connection.autocommit, True  # the setting outlives it
+        try:
+            dbapi_connection.execute("SET jit = off")
+        finally:
+            dbapi_connection.autocommit = autocommit
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
