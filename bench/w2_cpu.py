@@ -37,7 +37,7 @@ from unittest import mock
 import httpx
 import orjson
 
-from bench.regional.generate import RegionalData, institutions
+from bench.regional.generate import RegionalData, institutions_batch
 from bench.regional.workloads import w2_transaction
 
 HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
@@ -133,15 +133,7 @@ def main() -> None:
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=transport, base_url="http://bench/fhir") as client,
         ):
-            organizations = {
-                "resourceType": "Bundle",
-                "type": "batch",
-                "entry": [
-                    {"resource": o, "request": {"method": "PUT", "url": f"Organization/{o['id']}"}}
-                    for o in institutions()
-                ],
-            }
-            await client.post("", content=orjson.dumps(organizations), headers=headers)
+            await client.post("", content=institutions_batch(), headers=headers)
             await post_all(client, loads, headers)
             if args.profile or args.split:
                 await profile(app, client, trials, headers, cprofile=args.profile)

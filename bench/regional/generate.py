@@ -30,6 +30,7 @@ __all__ = [
     "RegionalData",
     "ResidentRecord",
     "institutions",
+    "institutions_batch",
     "write_ndjson",
 ]
 
@@ -134,6 +135,14 @@ def institutions() -> list[dict[str, Any]]:
         }
     )
     return orgs
+
+
+def institutions_batch() -> bytes:
+    """A batch Bundle that PUTs the Organizations of :func:`institutions` under their fixed ids."""
+    entries = [
+        {"resource": org, "request": {"method": "PUT", "url": f"Organization/{org['id']}"}} for org in institutions()
+    ]
+    return orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries})
 
 
 def _address_of(district: str, line: str) -> dict[str, Any]:
@@ -532,18 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     data = RegionalData(args.residents, seed=args.seed, heavy=args.heavy)
     if args.bundles:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "institutions.json").write_bytes(
-            orjson.dumps(
-                {
-                    "resourceType": "Bundle",
-                    "type": "batch",
-                    "entry": [
-                        {"resource": o, "request": {"method": "PUT", "url": f"Organization/{o['id']}"}}
-                        for o in institutions()
-                    ],
-                }
-            )
-        )
+        (args.out / "institutions.json").write_bytes(institutions_batch())
         for record in data.records(range(len(data))):
             (args.out / f"resident-{record.index:07d}.json").write_bytes(orjson.dumps(record.transaction()))
         print(f"{len(data)} transaction Bundles written to {args.out}")

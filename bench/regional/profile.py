@@ -23,7 +23,7 @@ from unittest import mock
 import httpx
 import orjson
 
-from bench.regional.generate import RegionalData, institutions
+from bench.regional.generate import RegionalData, institutions_batch
 
 __all__ = ["profile_paths"]
 
@@ -118,15 +118,7 @@ def profile_paths(workdir: Path, *, residents: int = 60, reads: int = 600, seed:
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=transport, base_url="http://bench/fhir") as client,
         ):
-            organizations = {
-                "resourceType": "Bundle",
-                "type": "batch",
-                "entry": [
-                    {"resource": o, "request": {"method": "PUT", "url": f"Organization/{o['id']}"}}
-                    for o in institutions()
-                ],
-            }
-            (await client.post("", content=orjson.dumps(organizations), headers=headers)).raise_for_status()
+            (await client.post("", content=institutions_batch(), headers=headers)).raise_for_status()
             locations = []
             for body in warm_up:
                 (await client.post("", content=body, headers=headers)).raise_for_status()

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from bench.regional.generate import RegionalData, ResidentRecord, institutions, write_ndjson
+from bench.regional.generate import RegionalData, ResidentRecord, institutions_batch, write_ndjson
 from bench.regional.load import (
     FHIR_JSON,
     Cell,
@@ -84,15 +84,7 @@ def _cell(workload: str, db: Database, label: str, clients: int, recorder: Laten
 
 def load_institutions(base: str) -> None:
     """The region's Organizations with their fixed ids (PUT in one batch); not measured."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "batch",
-        "entry": [
-            {"resource": org, "request": {"method": "PUT", "url": f"Organization/{org['id']}"}}
-            for org in institutions()
-        ],
-    }
-    answer = httpx.post(base, content=orjson.dumps(bundle), headers={**_HEADERS, **auth_headers()}, timeout=120)
+    answer = httpx.post(base, content=institutions_batch(), headers={**_HEADERS, **auth_headers()}, timeout=120)
     answer.raise_for_status()
 
 
