@@ -11,7 +11,7 @@ import pytest
 from fhir_server.access.codes import CONSENT_CATEGORY_SYSTEM, REGIONAL_SHARING, RESOURCE_TYPES_SYSTEM
 from fhir_server.subscriptions.criteria import parse_subscription
 from fhir_server.subscriptions.matching import matching_ids
-from tests.fhir_server.access.conftest import EMERGENCY, Exchange, Institution
+from tests.fhir_server.access.conftest import EMERGENCY, SUBSCRIPTION, Exchange, Institution
 from tests.fhir_server.bulk.helpers import download, kickoff, wait_complete
 
 HEART_RATE = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
@@ -375,13 +375,7 @@ def test_conditional_interactions_match_only_readable_records(world: World) -> N
 
 
 def test_subscriptions_match_only_what_the_subscriber_may_read(world: World) -> None:
-    subscription = {
-        "resourceType": "Subscription",
-        "status": "active",
-        "criteria": "Observation?code=8867-4",
-        "reason": "follow-up",
-        "channel": {"type": "websocket"},
-    }
+    subscription = SUBSCRIPTION  # heart rates: Observation?code=8867-4
     engine = world.exchange.app.state.context.engine  # type: ignore[attr-defined]
     registry = world.exchange.app.state.context.service.registry  # type: ignore[attr-defined]
     candidates = ["obs-a-r1-1", "obs-a-r2-1", "obs-d-none"]
@@ -395,12 +389,7 @@ def test_subscriptions_match_only_what_the_subscriber_may_read(world: World) -> 
 
 
 def test_an_institutions_subscription_stays_within_its_clients_scopes(world: World) -> None:
-    subscription = {
-        "resourceType": "Subscription",
-        "status": "active",
-        "reason": "follow-up",
-        "channel": {"type": "websocket"},
-    }
+    subscription = SUBSCRIPTION
     patients_only = world.exchange.institution("Organization/hosp-a", "system/Patient.rs system/Subscription.cruds")
     refused = patients_only.post("/fhir/Subscription", {**subscription, "criteria": "Observation?code=8867-4"})
     assert refused.status_code == 403, refused.text
