@@ -282,8 +282,13 @@ def database_cache(
 
 def transaction_set(conn: Connection, key: str) -> set[Any]:
     """A set kept on the connection for its current transaction only: a new, empty one in the next transaction
-    (what a transaction wrote and may still roll back, kept out of the caches that outlive it)."""
+    (what a transaction wrote and may still roll back, kept out of the caches that outlive it).
+
+    Only inside a transaction: a set taken before the first statement would be keyed by no transaction and handed
+    to the next unit of work on the same pooled connection, with what this one noted in it."""
     transaction = conn.get_transaction()
+    if transaction is None:
+        raise RuntimeError(f"transaction_set({key!r}) outside a transaction: run a statement first")
     held = conn.info.get(key)
     if held is None or held[0] is not transaction:
         held = conn.info[key] = (transaction, set())
