@@ -1,7 +1,12 @@
-"""The load generator: a pool of concurrent httpx clients, a latency recorder with percentiles, progress lines.
+"""The load generator: concurrent clients over one aiohttp connection pool, a latency recorder with percentiles,
+progress lines.
 
 Every request is timed from send to the full response body. A request counts as done when its status is the
 expected one; anything else (or a transport error) is a failure, recorded with its first words for the report.
+
+The client is aiohttp's (its HTTP parser is compiled): the generator shares the machine with the server it
+measures, and every millisecond of client CPU is one the server does not get. Measured against a trivial ASGI
+app at 8 connections: httpx 1.7 ms of client CPU per request, aiohttp 0.2 ms.
 """
 
 from __future__ import annotations
@@ -13,19 +18,23 @@ import importlib.util
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 
 if importlib.util.find_spec("sniffio") is None:
     # httpcore 1.0 imports sniffio on every request; without it each attempt searches sys.path again (~2 ms).
+    # (The set-up steps still use httpx.)
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 __all__ = [
     "FHIR_JSON",
+    "Answer",
     "Cell",
+    "Client",
     "LatencyRecorder",
     "auth_headers",
     "open_client",
@@ -120,14 +129,72 @@ class Cell:
         return self.recorder.failures[0][:120].replace("|", "/").replace("\n", " ") if self.recorder.failures else ""
 
 
-def open_client(base: str, connections: int, timeout: float = 300.0) -> httpx.AsyncClient:
-    """One AsyncClient with room for ``connections`` concurrent keep-alive connections."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0)
-    headers = {"Accept": FHIR_JSON, **auth_headers()}
-    return httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout, headers=headers)
+@dataclass(frozen=True)
+class Answer:
+    """A response read whole: status, headers and body."""
+
+    status_code: int
+    headers: CIMultiDictProxy[str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
 
 
-Send = Callable[[httpx.AsyncClient, int], Awaitable[tuple[bool, int, str]]]
+class Client:
+    """Keep-alive connections to one base URL; paths are relative to it (``""`` is the base itself, as a
+    transaction's endpoint), absolute URLs (``next`` links, ``Content-Location``) are used as they are."""
+
+    def __init__(self, base: str, connections: int, timeout: float) -> None:
+        self._base = base.rstrip("/") + "/"
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=2.0),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            headers={"Accept": FHIR_JSON, **auth_headers()},
+        )
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self._base + path.lstrip("/")
+
+    async def request(
+        self, method: str, path: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Answer:
+        async with self._session.request(method, self.url(path), data=content, headers=headers) as response:
+            return Answer(response.status, response.headers, await response.read())
+
+    async def get(self, path: str, *, headers: dict[str, str] | None = None) -> Answer:
+        return await self.request("GET", path, headers=headers)
+
+    async def post(self, path: str, *, content: bytes, headers: dict[str, str] | None = None) -> Answer:
+        return await self.request("POST", path, content=content, headers=headers)
+
+    async def delete(self, path: str) -> Answer:
+        return await self.request("DELETE", path)
+
+    async def download(self, path: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The body of a GET, chunk by chunk (a large export file is never held whole)."""
+        async with self._session.get(self.url(path)) as response:
+            response.raise_for_status()
+            async for chunk in response.content.iter_chunked(chunk_size):
+                yield chunk
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def open_client(base: str, connections: int, timeout: float = 300.0) -> Client:
+    """One client with room for ``connections`` concurrent keep-alive connections."""
+    return Client(base, connections, timeout)
+
+
+Send = Callable[[Client, int], Awaitable[tuple[bool, int, str]]]
 """One request number ``i``: returns (success, units done, failure reason)."""
 
 
@@ -146,7 +213,7 @@ async def run_clients(
     counter = iter(range(total))
     deadline = time.perf_counter() + time_limit
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: Client) -> None:
         for i in counter:
             if time.perf_counter() > deadline:
                 recorder.fail("time limit reached")
@@ -154,7 +221,7 @@ async def run_clients(
             start = time.perf_counter()
             try:
                 good, units, reason = await send(client, i)
-            except httpx.HTTPError as exc:
+            except TRANSPORT_ERRORS as exc:
                 good, units, reason = False, 0, f"{type(exc).__name__}: {exc}"
             if good:
                 recorder.ok(time.perf_counter() - start, units)
@@ -192,7 +259,7 @@ def _no_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
-def expect(status: int, response: httpx.Response, units: int = 1) -> tuple[bool, int, str]:
+def expect(status: int, response: Answer, units: int = 1) -> tuple[bool, int, str]:
     """(success, units, reason) of a response that should have ``status``."""
     if response.status_code == status:
         return True, units, ""

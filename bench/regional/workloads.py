@@ -25,6 +25,7 @@ from bench.regional.generate import RegionalData, ResidentRecord, institutions_b
 from bench.regional.load import (
     FHIR_JSON,
     Cell,
+    Client,
     LatencyRecorder,
     auth_headers,
     expect,
@@ -116,7 +117,7 @@ async def w1_ingest(base: str, db: Database, records: list[ResidentRecord], plan
     bodies = [orjson.dumps(r.transaction()) for r in records]
     sizes = [len(r.resources) for r in records]
 
-    async def send(client: httpx.AsyncClient, i: int) -> tuple[bool, int, str]:
+    async def send(client: Client, i: int) -> tuple[bool, int, str]:
         return expect(200, await client.post("", content=bodies[i], headers=_HEADERS), sizes[i])
 
     recorder = await run_clients(
@@ -160,7 +161,7 @@ async def w1s_synthea(base: str, db: Database, bundles: list[SyntheaBundle], pla
     Bundle p50/p99, the Bundle sizes and every distinct failure reason."""
     reasons: Counter[str] = Counter()
 
-    async def send(client: httpx.AsyncClient, i: int) -> tuple[bool, int, str]:
+    async def send(client: Client, i: int) -> tuple[bool, int, str]:
         bundle = bundles[i]
         good, units, reason = expect(200, await client.post("", content=bundle.body, headers=_HEADERS), bundle.entries)
         if not good:
@@ -204,7 +205,7 @@ async def w2_small_transactions(base: str, db: Database, data: RegionalData, pla
         for _ in range(plan.w2_transactions):
             bodies.append(w2_transaction(data.record(rng.randrange(1, len(data)))))
 
-        async def send(client: httpx.AsyncClient, i: int, bodies: list[bytes] = bodies) -> tuple[bool, int, str]:
+        async def send(client: Client, i: int, bodies: list[bytes] = bodies) -> tuple[bool, int, str]:
             return expect(200, await client.post("", content=bodies[i], headers=_HEADERS))
 
         recorder = await run_clients(
@@ -263,7 +264,7 @@ async def w3_read(base: str, db: Database, data: RegionalData, indexes: list[int
             for record in _targets(data, indexes, plan.w3_reads, plan.seed + clients)
         ]
 
-        async def send(client: httpx.AsyncClient, i: int, paths: list[str] = paths) -> tuple[bool, int, str]:
+        async def send(client: Client, i: int, paths: list[str] = paths) -> tuple[bool, int, str]:
             return expect(200, await client.get(paths[i]))
 
         recorder = await run_clients(
@@ -301,7 +302,7 @@ async def w4_search(base: str, db: Database, data: RegionalData, indexes: list[i
         urls = [q[kind] for q in queries]
         matched = [0]
 
-        async def send(client: httpx.AsyncClient, i: int, urls: list[str] = urls, matched: list[int] = matched):
+        async def send(client: Client, i: int, urls: list[str] = urls, matched: list[int] = matched):
             response = await client.get(urls[i])
             if response.status_code == 200:
                 entries = orjson.loads(response.content).get("entry") or []
@@ -325,7 +326,7 @@ async def w5_everything(base: str, db: Database, patient_id: str, plan: Plan) ->
     """W5: ``Patient/$everything`` of the heavy resident, every page (1,000 a page), one client."""
     resources = [0]
 
-    async def send(client: httpx.AsyncClient, i: int) -> tuple[bool, int, str]:
+    async def send(client: Client, i: int) -> tuple[bool, int, str]:
         url: str | None = f"Patient/{patient_id}/$everything?_count=1000"
         count = 0
         while url:
@@ -370,9 +371,8 @@ async def w7_export(base: str, db: Database, plan: Plan) -> Cell:
             manifest = orjson.loads(status.content)
             lines = 0
             for output in manifest.get("output") or []:
-                async with client.stream("GET", output["url"]) as download:
-                    async for chunk in download.aiter_bytes():
-                        lines += chunk.count(b"\n")
+                async for chunk in client.download(output["url"]):
+                    lines += chunk.count(b"\n")
             recorder.ok(time.perf_counter() - start, lines)
             await client.delete(status_url)
         recorder.ended = time.perf_counter()
