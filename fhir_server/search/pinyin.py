@@ -6,6 +6,7 @@ several readings (单 dan/shan, 曾 ceng/zeng) give every combination, up to a b
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import islice, product
 from typing import Any
 
@@ -21,10 +22,20 @@ def is_cjk(char: str) -> bool:
 def spellings(text: str) -> list[str]:
     """Full pinyin of the Chinese characters of ``text``, one string per reading (``张三`` → ``zhangsan``)."""
     characters = "".join(c for c in text if is_cjk(c))
-    if not characters:
-        return []
+    return list(_spellings(characters)) if characters else []
+
+
+@lru_cache(maxsize=16384)
+def _spellings(characters: str) -> tuple[str, ...]:
+    """Given names and words repeat across a region's residents: each is looked up in the dictionary once."""
     readings = pinyin(characters, style=Style.NORMAL, heteronym=True, errors="ignore")
-    return ["".join(r) for r in islice(product(*readings), _MAX_READINGS)]
+    return tuple("".join(r) for r in islice(product(*readings), _MAX_READINGS))
+
+
+@lru_cache(maxsize=16384)
+def _readings(character: str) -> list[str]:
+    """Every reading of one character (not to be changed by the caller: it is shared)."""
+    return pinyin(character, style=Style.NORMAL, heteronym=True)[0]
 
 
 def name_forms(name: Any) -> list[str]:
@@ -38,7 +49,7 @@ def name_forms(name: Any) -> list[str]:
     else:
         return []
     forms: list[str] = []
-    readings = [pinyin(c, style=Style.NORMAL, heteronym=True)[0] for c in whole if is_cjk(c)]
+    readings = [_readings(c) for c in whole if is_cjk(c)]
     for combination in islice(product(*readings), _MAX_READINGS) if readings else []:
         forms.append("".join(combination))
         forms.append("".join(syllable[0] for syllable in combination))
