@@ -275,14 +275,16 @@ class _Condition:
         member = _member(link, type_name)
         if member is not None:
             others = self._permitted(link.c.target_id, r.res_pk, res_type)
+            # in CASE, only a reference that makes the resource a member has its resident's consent looked up
+            # (PostgreSQL would judge every reference to a Patient before joining the parameter ids)
+            unconsented = case((member, ~others), else_=false()) if self.org is not None else member
             shared.append(
                 ~exists()
                 .where(
                     link.c.res_pk == r.res_pk,
                     link.c.target_type == "Patient",
                     link.c.target_id.is_not(None),
-                    member,
-                    ~others,
+                    unconsented,
                 )
                 .correlate_except(link)
             )
@@ -303,45 +305,41 @@ class _Condition:
         return or_(*alternatives)
 
     def _permitted(self, patient_id: Any, res_pk: Any, res_type: Any) -> ColumnElement[bool]:
-        """A permit of the resident's consent applies and no deny at the same or a deeper level overrides it.
+        """A permit of the resident's consent applies and no deny at the same or a deeper level overrides it, decided
+        in one pass over the applicable rules: the deepest permit is deeper than the deepest deny (depths start at
+        -1; -2 stands for none, so the decision is never NULL and its negation is as definite).
 
-        The resident's rules are those recorded on any of their records (:meth:`_records_of`), each looked up by
-        an index probe on ``consent_grants (patient_id, effect)``.
+        The resident's rules are those recorded on any of their records (:meth:`_records_of`), each record's found
+        by an index probe on ``consent_grants (patient_id, effect)``.
         """
         if self.org is None:  # consent shares with institutions; a client of none gets nothing by it
             return false()
-        permit, permits, permit_ids = self._rules_of(patient_id)
-        deny, denies, deny_ids = self._rules_of(patient_id)
-        overriding = (
-            exists()
-            .select_from(denies)
-            .where(deny.c.effect == "deny", deny.c.depth >= permit.c.depth, *self._applies(deny, res_pk, res_type))
-            .correlate_except(deny, deny_ids)
-        )
-        return (
-            exists()
-            .select_from(permits)
-            .where(permit.c.effect == "permit", *self._applies(permit, res_pk, res_type), ~overriding)
-            .correlate_except(permit, permit_ids)
-        )
-
-    def _rules_of(self, patient_id: Any) -> tuple[Any, Any, Any]:
-        """A ``consent_grants`` alias joined to the resident's record ids: (the alias, the join, the ids)."""
         ids = self._records_of(patient_id)
         grant = _alias(consent_grants, next(self.aliases))
-        return grant, ids.join(grant, grant.c.patient_id == ids.c.id), ids
+        g = grant.c
+        deepest = {
+            effect: func.coalesce(func.max(case((g.effect == effect, g.depth))), literal_column("-2"))
+            for effect in ("permit", "deny")
+        }
+        return (
+            select(deepest["permit"] > deepest["deny"])
+            .select_from(ids.join(grant, g.patient_id == ids.c.id))
+            .where(*self._applies(grant, res_pk, res_type))
+            .correlate_except(grant, ids)
+            .scalar_subquery()
+        )
 
     def _records_of(self, patient_id: Any) -> Any:
         """Every record of the resident ``patient_id`` is, as the master patient index links them now
         (``mpi_records``, docs/MPI.md): itself, its golden and the golden's records (a golden: itself and its
-        records). A Patient the index does not know is only itself."""
+        records). A Patient the index does not know is only itself. As SQL: the golden (or the Patient itself) and
+        the records linked to it, which include the Patient when the index knows it."""
         outer = patient_id.table
         mine = _alias(mpi_records, next(self.aliases))
         same = _alias(mpi_records, next(self.aliases))
         golden = select(mine.c.golden_id).where(mine.c.source_id == patient_id).correlate_except(mine)
         person = func.coalesce(golden.scalar_subquery(), patient_id)
         return union_all(
-            select(patient_id.label("id")).correlate(outer),
             select(person.label("id")).correlate(outer),
             select(same.c.source_id.label("id")).where(same.c.golden_id == person).correlate(outer),
         ).subquery(f"rec{next(self.aliases)}")
