@@ -19,6 +19,8 @@ import orjson
 from sqlalchemy import Connection, Integer, Table, bindparam, delete, func, insert, select, text, update
 
 from ehr_archive.mpi.records import Member
+from fhir_server.repository import Version
+from fhir_server.storage.codec import decode_body
 from fhir_server.storage.inserts import insert_many
 from fhir_server.storage.tables import (
     mpi_blocking_keys,
@@ -27,6 +29,7 @@ from fhir_server.storage.tables import (
     mpi_goldens,
     mpi_merges,
     mpi_records,
+    resource_versions,
     resources,
 )
 
@@ -108,8 +111,42 @@ def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
         )
 
 
-def save_golden(conn: Connection, golden_id: str, *, active: bool) -> None:
-    known = golden_active(conn, golden_id)
+@dataclass(frozen=True)
+class GoldenState:
+    """What a rebuild of a golden reads: its row's ``active`` (None: no row yet), its current version (None:
+    never written) and its records, by source id."""
+
+    active: bool | None
+    current: Version | None
+    members: list[Record]
+
+
+def golden_state(conn: Connection, golden_id: str) -> GoldenState:
+    """The :class:`GoldenState` of ``golden_id`` in one statement. No row lock: every writer of a golden holds
+    its ``mpi-golden`` lock first (:meth:`~ehr_archive.mpi.service.MasterPatientIndex.refresh_golden`), and the
+    version bump of the write checks the version read here."""
+    rows = conn.execute(_GOLDEN_STATE, {"golden_id": golden_id}).all()
+    first = rows[0]
+    current = None
+    if first.res_pk is not None:
+        body = None if first.body is None else decode_body(first.body)
+        current = Version("Patient", golden_id, first.version, first.ts, first.method, body, first.res_pk)
+    members = [_record(row) for row in rows if row.source_id is not None]
+    return GoldenState(None if first.golden_active is None else bool(first.golden_active), current, members)
+
+
+_GOLDEN_STATE = text(
+    f"SELECT g.active AS golden_active, h.res_pk, h.version, v.ts, v.method, v.body, r.source_id, r.golden_id, "
+    f"r.link_kind, r.active, r.demographics, r.updated_at FROM (SELECT 1 AS one) AS o "
+    f"LEFT JOIN {mpi_goldens.name} AS g ON g.golden_id = :golden_id "
+    f"LEFT JOIN {resources.name} AS h ON h.res_type = 'Patient' AND h.res_id = :golden_id "
+    f"LEFT JOIN {resource_versions.name} AS v ON v.res_pk = h.res_pk AND v.version = h.version "
+    f"LEFT JOIN {mpi_records.name} AS r ON r.golden_id = :golden_id ORDER BY r.source_id"
+)
+
+
+def save_golden(conn: Connection, golden_id: str, *, active: bool, known: bool | None) -> None:
+    """Store whether a golden is active; ``known``: its row's ``active`` as read (None: no row yet)."""
     if known is None:
         conn.execute(insert(mpi_goldens).values(golden_id=golden_id, active=active))
     elif known != active:
@@ -275,19 +312,28 @@ def queue_golden(conn: Connection, golden_id: str) -> None:
     conn.execute(insert(mpi_golden_queue).values(golden_id=golden_id, queued_at=now_micros()))
 
 
-def queued_goldens(conn: Connection, *, limit: int) -> dict[str, list[int]]:
-    """The oldest queued goldens, ``{golden_id: [queue row ids]}`` (at most ``limit`` rows)."""
-    rows = conn.execute(_QUEUED, {"limit": limit})
+def take_queued(conn: Connection, *, limit: int) -> dict[str, list[int]]:
+    """Remove the oldest queued goldens (at most ``limit`` rows) and return them, ``{golden_id: [queue row ids]}``
+    in queue order: a rebuild forgets exactly the rows it saw when its unit of work commits; a row queued
+    meanwhile stays for the next one. On PostgreSQL the rows another drain holds are skipped, not waited for."""
+    rows = sorted(conn.execute(_TAKE_QUEUED, {"limit": limit}))
     found: dict[str, list[int]] = {}
-    for row in rows:
-        found.setdefault(row.golden_id, []).append(row.id)
+    for row_id, golden_id in rows:
+        found.setdefault(golden_id, []).append(row_id)
     return found
 
 
-_QUEUED = (
-    select(mpi_golden_queue.c.id, mpi_golden_queue.c.golden_id)
-    .order_by(mpi_golden_queue.c.id)
-    .limit(bindparam("limit", type_=Integer))
+_TAKE_QUEUED = (
+    delete(mpi_golden_queue)
+    .where(
+        mpi_golden_queue.c.id.in_(
+            select(mpi_golden_queue.c.id)
+            .order_by(mpi_golden_queue.c.id)
+            .limit(bindparam("limit", type_=Integer))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .returning(mpi_golden_queue.c.id, mpi_golden_queue.c.golden_id)
 )
 
 
@@ -298,16 +344,6 @@ def is_queued(conn: Connection, golden_id: str) -> bool:
 
 def queue_length(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(mpi_golden_queue)).scalar_one())
-
-
-def dequeue(conn: Connection, ids: Iterable[int]) -> None:
-    """Forget exactly the rows a rebuild has seen: a row queued meanwhile stays for the next rebuild."""
-    wanted = sorted(ids)
-    if wanted:
-        conn.execute(_DEQUEUE, {"ids": wanted})
-
-
-_DEQUEUE = delete(mpi_golden_queue).where(mpi_golden_queue.c.id.in_(bindparam("ids", expanding=True)))
 
 
 # -- records not filed yet (the back-fill) --------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from ehr_archive.mpi.records import (
     demographics,
     is_golden,
     same_content,
+    to_validate,
     with_golden_link,
 )
 from ehr_archive.mpi.review import (
@@ -382,28 +383,42 @@ class MasterPatientIndex:
 
         Each golden is rebuilt under its lock from the records committed at that moment, and only the queue rows
         seen are removed: a record written meanwhile queued a row of its own, so its golden is rebuilt again.
-        Several processes may drain at once: a rebuild that finds nothing changed writes no version.
+        Several processes may drain at once: a rebuild that finds nothing changed writes no version. A batch is
+        one unit of work; when a golden of it fails, the batch is rolled back and taken again with a savepoint
+        per golden, the failing one left out (and its rows removed all the same).
         """
         done = 0
         self._local.draining = True
         try:
             while True:
-                with unit_of_work(engine) as conn, acting_as(SYSTEM):
-                    queued = links.queued_goldens(conn, limit=batch)
-                    for golden_id in queued:
-                        savepoint = conn.begin_nested()
-                        try:
-                            self.refresh_golden(conn, golden_id)
-                            savepoint.commit()
-                        except Exception:
-                            savepoint.rollback()
-                            log.exception("rebuilding golden Patient/%s failed; left out", golden_id)
-                    links.dequeue(conn, [row for ids in queued.values() for row in ids])  # a failed one too
+                try:
+                    queued = self._rebuild_batch(engine, batch, apart=False)
+                except Exception:
+                    log.debug("rebuilding a batch of golden Patients failed; again one by one", exc_info=True)
+                    queued = self._rebuild_batch(engine, batch, apart=True)
                 done += len(queued)
                 if sum(len(ids) for ids in queued.values()) < batch:
                     return done
         finally:
             self._local.draining = False
+
+    def _rebuild_batch(self, engine: Engine, batch: int, *, apart: bool) -> dict[str, list[int]]:
+        """Take up to ``batch`` queue rows and rebuild their goldens in one unit of work; ``apart``: each in a
+        savepoint, a failing one logged and left out."""
+        with unit_of_work(engine) as conn, acting_as(SYSTEM):
+            queued = links.take_queued(conn, limit=batch)
+            for golden_id in queued:
+                if not apart:
+                    self.refresh_golden(conn, golden_id)
+                    continue
+                savepoint = conn.begin_nested()
+                try:
+                    self.refresh_golden(conn, golden_id)
+                    savepoint.commit()
+                except Exception:
+                    savepoint.rollback()
+                    log.exception("rebuilding golden Patient/%s failed; left out", golden_id)
+        return queued
 
     def refresh_golden(
         self, conn: Connection, golden_id: str, *, replaced_by: Any = _KEEP, replaces: Any = _KEEP
@@ -411,18 +426,22 @@ class MasterPatientIndex:
         """Rebuild a golden from its records (survivorship) and store it when it changed."""
         repository = self.service.repository
         repository.lock_condition(conn, f"mpi-golden:{golden_id}")  # two rebuilds of a new golden: one creates it
-        current = repository.current(conn, "Patient", golden_id, lock=True)
+        state = links.golden_state(conn, golden_id)  # read under that lock, which every writer of a golden holds
+        current = state.current
         stored = current.resource() if current is not None and not current.deleted else {}
         if replaced_by is _KEEP:
             replaced_by = next(iter(_links_of(stored, "replaced-by")), None)
         if replaces is _KEEP:
             replaces = _links_of(stored, "replaces")
-        members = [r.member() for r in links.members(conn, golden_id)]
-        golden = build_golden(golden_id, members, replaced_by=replaced_by, replaces=replaces)
-        links.save_golden(conn, golden_id, active=golden["active"])
+        golden = build_golden(
+            golden_id, [r.member() for r in state.members], replaced_by=replaced_by, replaces=replaces
+        )
+        links.save_golden(conn, golden_id, active=golden["active"], known=state.active)
         if stored and same_content(stored, golden):
             return current
-        self.service.validate(golden, "Patient")
+        part = to_validate(stored, golden)
+        if part is not None:
+            self.service.validate(part, "Patient")
         if current is None:
             return repository.create(conn, golden, res_id=golden_id, method="POST").version
         # read under lock above; a rebuild changes a few elements (a new record's seealso): the rest keeps its rows

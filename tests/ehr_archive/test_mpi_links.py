@@ -59,5 +59,18 @@ def test_a_new_record_reserves_its_golden_and_queues_it_in_one_write(engine) -> 
         assert links.golden_or_record(conn, "gn1") == (True, None)
         assert links.golden_or_record(conn, "unknown") == (False, None)
         assert links.golden_active(conn, "gn1") is True
-        assert list(links.queued_goldens(conn, limit=10)) == ["gn1"]
+        assert links.is_queued(conn, "gn1") and links.queue_length(conn) == 1
         assert [r.source_id for r in links.candidates(conn, ["py:wei:450403"])] == ["n1"]
+
+
+def test_the_state_of_a_golden_is_its_row_its_version_and_its_records_in_one_read(engine) -> None:
+    with unit_of_work(engine) as conn:
+        assert links.golden_state(conn, "gs-unknown") == links.GoldenState(None, None, [])
+        links.save_record(
+            conn, "gs-r2", golden_id="gs1", link_kind="new", demographics={"gender": "male"}, keys=[], new_golden=True
+        )
+        links.save_record(conn, "gs-r1", golden_id="gs1", link_kind="auto", demographics={}, keys=[], active=False)
+        state = links.golden_state(conn, "gs1")
+        assert (state.active, state.current) == (True, None)  # reserved, not written yet
+        assert state.members == links.members(conn, "gs1")
+        assert [r.source_id for r in state.members] == ["gs-r1", "gs-r2"]

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from ehr_archive.mpi import install_mpi, links
+from ehr_archive.mpi import install_mpi, links, merge
+from ehr_archive.mpi.records import build_golden, same_content
+from ehr_archive.mpi.service import MasterPatientIndex
 from fhir_server.errors import FhirError
 from fhir_server.service import FhirService
 from fhir_server.storage import unit_of_work
@@ -67,11 +69,10 @@ def test_queued_goldens_wait_for_the_rebuild_and_then_hold_every_record(engine) 
 def test_a_rebuild_forgets_only_the_queue_rows_it_saw(engine) -> None:
     with unit_of_work(engine) as conn:
         links.queue_golden(conn, "g-seen")
-        seen = links.queued_goldens(conn, limit=100)
+        assert list(links.take_queued(conn, limit=100)) == ["g-seen"]
         links.queue_golden(conn, "g-seen")  # a record of it written while the rebuild ran
-        links.dequeue(conn, seen["g-seen"])
         assert links.is_queued(conn, "g-seen")
-        links.dequeue(conn, links.queued_goldens(conn, limit=100)["g-seen"])
+        assert list(links.take_queued(conn, limit=100)) == ["g-seen"]
         assert not links.is_queued(conn, "g-seen")
 
 
@@ -149,3 +150,100 @@ def test_inline_rebuild_writes_the_golden_in_the_writers_unit_of_work(engine) ->
         record = service.create(conn, patient(unique_org(), "IN-1", family="区", given="志强")).version.resource()
         assert service.repository.read(conn, "Patient", _refer(record)).resource()["active"] is True
         assert not links.is_queued(conn, _refer(record))
+
+
+def _rebuilt_as_in_full(mpi: MasterPatientIndex, engine, golden_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The stored golden, checked against the full path: read by the repository under lock, built from
+    ``links.members``, validated whole."""
+    service = mpi.service
+    with unit_of_work(engine) as conn:
+        current = service.repository.current(conn, "Patient", golden_id, lock=True)
+        assert current is not None
+        assert links.golden_state(conn, golden_id) == links.GoldenState(
+            links.golden_active(conn, golden_id), current, links.members(conn, golden_id)
+        )
+        stored = current.resource()
+        replaced_by = [link["other"]["reference"][8:] for link in stored["link"] if link["type"] == "replaced-by"]
+        replaces = [link["other"]["reference"][8:] for link in stored["link"] if link["type"] == "replaces"]
+        members = [r.member() for r in links.members(conn, golden_id)]
+        expected = build_golden(golden_id, members, replaced_by=next(iter(replaced_by), None), replaces=replaces)
+        assert same_content(stored, expected)
+        assert links.golden_active(conn, golden_id) is expected["active"]
+        service.validate(stored, "Patient")
+    return stored
+
+
+def test_goldens_rebuilt_with_several_records_merged_unlinked_and_unmerged_equal_the_full_build(engine) -> None:
+    service = FhirService()
+    mpi = install_mpi(service, rebuild="queued")
+    rid = resident_id("19590714", 321)
+    phones = ("13977400011", "13977400012", "13977400013")
+    kin = [
+        _create(
+            engine,
+            service,
+            patient(unique_org(), f"EQ-{n}", family="覃", given="海", born="1959-07-14", rid=rid, phone=phone),
+        )
+        for n, phone in enumerate(phones)
+    ]
+    other = _create(
+        engine,
+        service,
+        patient(unique_org(), "EQ-9", family="莫", given="兰", born="1984-11-02", gender="female", district="蝶山区"),
+    )
+    first, second = _refer(kin[0]), _refer(other)
+    assert {_refer(k) for k in kin} == {first}
+    assert mpi.rebuild_pending(engine) >= 2
+    golden = _rebuilt_as_in_full(mpi, engine, first)
+    assert [t["value"] for t in golden["telecom"]] == list(reversed(phones))
+    _rebuilt_as_in_full(mpi, engine, second)
+
+    with unit_of_work(engine) as conn:
+        merge.merge(mpi, conn, second, first, None)
+    assert _seealso(_rebuilt_as_in_full(mpi, engine, first)) == {f"Patient/{r['id']}" for r in (*kin, other)}
+    assert _rebuilt_as_in_full(mpi, engine, second)["active"] is False
+
+    with unit_of_work(engine) as conn:
+        parameters = mpi.not_duplicate(conn, kin[2]["id"], first)
+    moved_to = parameters["parameter"][0]["valueReference"]["reference"].removeprefix("Patient/")
+    assert f"Patient/{kin[2]['id']}" not in _seealso(_rebuilt_as_in_full(mpi, engine, first))
+    assert _seealso(_rebuilt_as_in_full(mpi, engine, moved_to)) == {f"Patient/{kin[2]['id']}"}
+
+    with unit_of_work(engine) as conn:
+        merge.unmerge(mpi, conn, second)
+    assert _seealso(_rebuilt_as_in_full(mpi, engine, second)) == {f"Patient/{other['id']}"}
+    assert f"Patient/{other['id']}" not in _seealso(_rebuilt_as_in_full(mpi, engine, first))
+    assert mpi.rebuild_pending(engine) >= 0
+    for golden_id in (first, second, moved_to):
+        _rebuilt_as_in_full(mpi, engine, golden_id)
+
+
+def test_a_golden_whose_change_breaks_validation_is_left_out_and_the_rest_of_its_batch_rebuilt(engine) -> None:
+    service = FhirService()
+    mpi = install_mpi(service, rebuild="queued")
+    broken_record = _create(engine, service, patient(unique_org(), "BV-1", family="覃", given="丽", born="1990-04-01"))
+    broken = _refer(broken_record)
+    assert mpi.rebuild_pending(engine) >= 1
+    with unit_of_work(engine) as conn:
+        before = service.repository.read(conn, "Patient", broken).version
+        # a record filed without the service's validation, whose telecom system is not a ContactPoint system
+        bad = {"telecom": [{"system": "beeper", "value": "1234"}]}
+        links.save_record(
+            conn,
+            "bv-unvalidated",
+            golden_id=broken,
+            link_kind="auto",
+            demographics=bad,
+            keys=[],
+            new=True,
+            queue=[broken],
+        )
+    fine = _create(engine, service, patient(unique_org(), "BV-2", family="覃", given="强", born="1991-05-02"))
+
+    assert mpi.rebuild_pending(engine) == 2
+    with unit_of_work(engine, write=False) as conn:
+        assert service.repository.read(conn, "Patient", broken).version == before  # left out
+        assert not links.is_queued(conn, broken)
+    assert _seealso(_rebuilt_as_in_full(mpi, engine, _refer(fine))) == {f"Patient/{fine['id']}"}
+    with pytest.raises(FhirError), unit_of_work(engine) as conn:
+        mpi.refresh_golden(conn, broken)

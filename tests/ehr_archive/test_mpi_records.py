@@ -6,7 +6,15 @@ import orjson
 
 from ehr_archive.identifiers import CITIZEN_CARD_SYSTEM, RESIDENT_ID_SYSTEM, mrn_system
 from ehr_archive.matching import person_record_from_patient, score_pair
-from ehr_archive.mpi.records import Member, build_golden, demographics, golden_of, is_golden, with_golden_link
+from ehr_archive.mpi.records import (
+    Member,
+    build_golden,
+    demographics,
+    golden_of,
+    is_golden,
+    to_validate,
+    with_golden_link,
+)
 from ehr_archive.mpi.review import completed_task, review_task, task_candidate
 from tests.ehr_archive.conftest import patient, resident_id
 from tests.ehr_archive.mpi_dataset import generate_dataset
@@ -92,3 +100,21 @@ def test_a_record_folds_as_its_stored_identity_elements() -> None:
     for record in dataset.records:
         stored = orjson.loads(orjson.dumps(demographics(record.patient)))
         assert person_record_from_patient(stored, "r") == person_record_from_patient(record.patient, "r"), record.errors
+
+
+def test_a_rebuilt_golden_is_validated_whole_when_new_else_in_the_elements_that_changed() -> None:
+    first = Member("r1", demographics(patient("org-a", "A-1", family="李", given="华", phone="13977400003")), 1)
+    second = Member("r2", demographics(patient("org-b", "B-1", family="李", given="华")), 2)
+    third = Member("r3", demographics(patient("org-c", "C-1", family="李", given="华", phone="13977400004")), 3)
+    stored = build_golden("g1", [first])
+    rebuilt = build_golden("g1", [first, third])
+
+    assert to_validate({}, stored) == stored
+    assert to_validate(stored, rebuilt) == {
+        "resourceType": "Patient",
+        "id": "g1",
+        "meta": rebuilt["meta"],
+        "telecom": rebuilt["telecom"],
+    }
+    assert to_validate(stored, build_golden("g1", [first, second])) is None  # only its seealso links changed
+    assert to_validate(stored, build_golden("g1", [])) is None  # inactive, no links: elements it lost need no check
