@@ -25,7 +25,7 @@ from fhir_server.search.parameters import Registry
 from fhir_server.search.values import from_micros
 from fhir_server.storage.codec import decode_body, encode_body
 from fhir_server.storage.engine import is_postgres
-from fhir_server.storage.inserts import delete_many, insert_many, insert_rows
+from fhir_server.storage.inserts import delete_many, insert_many, insert_rows, insert_with_children
 from fhir_server.storage.tables import INDEX_TABLES, resource_versions, resources, search_param_ids
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -204,19 +204,7 @@ class Repository:
         """Current versions of the given resources, in the order given."""
         if not pks:
             return []
-        rows = conn.execute(
-            select(
-                resources.c.res_pk,
-                resources.c.res_type,
-                resources.c.res_id,
-                resources.c.version,
-                resource_versions.c.ts,
-                resource_versions.c.method,
-                resource_versions.c.body,
-            )
-            .join(resource_versions, _CURRENT_VERSION)
-            .where(resources.c.res_pk.in_(pks))
-        ).all()
+        rows = conn.execute(_MANY_CURRENT, {"many_pks": pks}).all()
         by_pk = {
             r.res_pk: Version(r.res_type, r.res_id, r.version, r.ts, r.method, _inflate(r.body), r.res_pk) for r in rows
         }
@@ -302,19 +290,12 @@ class Repository:
             }
             for (r, _), done in zip(items, ready, strict=True)
         ]
-        pks = (
-            conn.execute(insert(resources).returning(resources.c.res_pk, sort_by_parameter_order=True), rows)
-            .scalars()
-            .all()
-        )
-        versions, index_batches = [], {}
-        version_rows = []
-        for (resource, res_id), done, res_pk in zip(items, ready, pks, strict=True):
+        version_rows, index_batches = [], {}
+        for position, ((resource, _), done) in enumerate(zip(items, ready, strict=True), start=1):
             res_type = resource["resourceType"]
-            versions.append(Version(res_type, res_id, 1, ts, "POST", done.body, res_pk))
             version_rows.append(
                 {
-                    "res_pk": res_pk,
+                    "res_pk": position,
                     "version": 1,
                     "res_type": res_type,
                     "ts": ts,
@@ -322,10 +303,16 @@ class Repository:
                     "body": _deflate(done.body),
                 }
             )
-            for param_type, index in as_stored(conn, res_type, done.rows, res_pk).items():
+            for param_type, index in as_stored(conn, res_type, done.rows, position).items():
                 index_batches.setdefault(param_type, []).extend(index)
         batches = {INDEX_TABLES[param_type]: batch for param_type, batch in index_batches.items()}
-        insert_many(conn, {resource_versions: version_rows, **batches})
+        key = ("res_type", "res_id")
+        returned = insert_with_children(conn, resources, rows, key, {resource_versions: version_rows, **batches})
+        pk_of = {(res_type, res_id): res_pk for res_type, res_id, res_pk in returned}
+        versions = [
+            Version(resource["resourceType"], res_id, 1, ts, "POST", done.body, pk_of[resource["resourceType"], res_id])
+            for (resource, res_id), done in zip(items, ready, strict=True)
+        ]
         self._written(conn, versions)
         return versions
 
@@ -368,9 +355,10 @@ class Repository:
             raise precondition_failed(f"{res_type}/{res_id} was changed concurrently; retry with its new version.")
         changed = None
         if not existing.deleted:
+            before = orjson.loads(existing.body) if reindex_changed else {}  # type: ignore[arg-type]
             if reindex_changed:
-                changed = _changed_elements(orjson.loads(existing.body), resource)  # type: ignore[arg-type]
-            if changed is None or not self._drop_index_except(conn, existing.res_pk, res_type, changed):
+                changed = _changed_elements(before, resource)
+            if changed is None or not self._drop_index_except(conn, existing.res_pk, res_type, changed, before):
                 changed = None
                 self._drop_index(conn, existing.res_pk)
         self._write_version(conn, existing.res_pk, res_type, version, ts, method, body, resource, only=changed)
@@ -462,9 +450,12 @@ class Repository:
     def _drop_index(self, conn: Connection, res_pk: int) -> None:
         delete_many(conn, tuple(INDEX_TABLES.values()), "res_pk", res_pk)
 
-    def _drop_index_except(self, conn: Connection, res_pk: int, res_type: str, changed: frozenset[str]) -> bool:
+    def _drop_index_except(
+        self, conn: Connection, res_pk: int, res_type: str, changed: frozenset[str], before: dict[str, Any]
+    ) -> bool:
         """Remove the index rows that a change of the top-level elements ``changed`` may change, keeping the
-        rest (:func:`~fhir_server.search.index.unchanged_rows`); False (nothing removed) when none is kept."""
+        rest (:func:`~fhir_server.search.index.unchanged_rows`); False (nothing removed) when none is kept.
+        On SQLite only the tables that ``before`` (the version replaced) has such rows in are visited."""
         kept = sorted(unchanged_rows(self.registry, res_type, changed))
         if not kept:
             return False
@@ -472,8 +463,10 @@ class Repository:
             values = {"res_pk": res_pk, "res_type": res_type, "names": kept}
             conn.exec_driver_sql(_drop_except_sql(conn.dialect, 0)[0], values)
         else:
-            for sql in _drop_except_sql(conn.dialect, len(kept)):
-                conn.exec_driver_sql(sql, (res_pk, res_type, *kept))
+            present = index_rows(self.registry, res_type, before, only=changed)
+            for param_type, sql in zip(INDEX_TABLES, _drop_except_sql(conn.dialect, len(kept)), strict=True):
+                if param_type in present:
+                    conn.exec_driver_sql(sql, (res_pk, res_type, *kept))
         return True
 
     # -- history -------------------------------------------------------------------------------
@@ -631,6 +624,21 @@ _CURRENT = (
     .where(resources.c.res_type == bindparam("current_type"), resources.c.res_id == bindparam("current_id"))
 )
 """The current version of one resource, built once (a read builds no SQL constructs of its own)."""
+
+_MANY_CURRENT = (
+    select(
+        resources.c.res_pk,
+        resources.c.res_type,
+        resources.c.res_id,
+        resources.c.version,
+        resource_versions.c.ts,
+        resource_versions.c.method,
+        resource_versions.c.body,
+    )
+    .join(resource_versions, _CURRENT_VERSION)
+    .where(resources.c.res_pk.in_(bindparam("many_pks", expanding=True)))
+)
+"""The current versions of several resources (``load_many``), built once."""
 
 _HEAD_FOR_UPDATE = (
     select(resources.c.res_pk, resources.c.version)

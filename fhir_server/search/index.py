@@ -55,17 +55,24 @@ def index_rows(
                 full["grp"] = group
             rows.setdefault(table, []).append(_hashed(table, resource_type, full))
 
+    walked: dict[Extractor, list[Any]] = {}  # parameters sharing an expression (the composites) walk it once
+    converted: dict[tuple[int, Extractor, Converter], list[tuple[str, Row]]] = {}
     for indexer in _indexers(registry, resource_type):
         if indexer.roots is not None and indexer.roots.isdisjoint(resource):
             continue  # none of the elements the walk starts from is present
         if only is not None and indexer.roots is not None and indexer.roots.isdisjoint(only):
             continue
+        if indexer.components:
+            foci = walked.get(indexer.extract)
+            if foci is None:
+                foci = walked[indexer.extract] = indexer.extract(resource, resource)
+            if foci:
+                _composite(resource, indexer, foci, emit, converted)
+            continue
         values = indexer.extract(resource, resource)
         if not values:
             continue
-        if indexer.components:
-            _composite(resource, indexer, values, emit)
-        elif indexer.pinyin:
+        if indexer.pinyin:
             for value in values:
                 for form in pinyin.name_forms(value):
                     emit("string", indexer.code, {"norm": form[:MAX_TEXT], "exact": form[:MAX_TEXT]})
@@ -241,12 +248,25 @@ def _hashed(table: str, resource_type: str, row: Row) -> Row:
     return row
 
 
-def _composite(resource: dict[str, Any], indexer: _Indexer, foci: list[Any], emit: Callable[..., None]) -> None:
-    """Rows of each component under ``code$i``, for the elements where every component has a value."""
+def _composite(
+    resource: dict[str, Any],
+    indexer: _Indexer,
+    foci: list[Any],
+    emit: Callable[..., None],
+    converted: dict[tuple[int, Extractor, Converter], list[tuple[str, Row]]],
+) -> None:
+    """Rows of each component under ``code$i``, for the elements where every component has a value.
+
+    ``converted`` keeps each focus's rows of a component walk for the other composites of the resource that share
+    it (``code`` in every ``code-value-*``): rows are read, never changed, by ``emit``."""
     for group, focus in enumerate(foci):
         parts = []
         for kind, convert, walk in indexer.components:
-            found = [(t, row) for value in walk(focus, resource) for t, row in convert(value) if t == kind]
+            key = (id(focus), walk, convert)
+            every = converted.get(key)
+            if every is None:
+                every = converted[key] = [pair for value in walk(focus, resource) for pair in convert(value)]
+            found = [pair for pair in every if pair[0] == kind]
             if not found:
                 break
             parts.append(found)

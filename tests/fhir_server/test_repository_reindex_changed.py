@@ -121,3 +121,31 @@ def test_no_row_is_kept_for_a_type_with_parameters_posted_at_run_time():
     )
     assert unchanged_rows(registry, "Patient", frozenset({"link"})) == frozenset()
     assert "code" in unchanged_rows(registry, "Observation", frozenset({"subject"}))
+
+
+def test_a_bulk_create_stores_each_resource_as_a_create_of_it_alone(engine):
+    """``create_many`` (one statement for every resource's rows, each row given its resource's new key) stores the
+    body, version and index rows that ``create`` stores for each resource on its own."""
+    repository = Repository(default_registry())
+    records = RegionalData(4, seed=7).records(range(1, 4))
+    resources = [{k: v for k, v in r.items() if k != "id"} for record in records for r in record.resources]
+    assert len({r["resourceType"] for r in resources}) > 3
+    with unit_of_work(engine) as conn:
+        alone = [repository.create(conn, copy.deepcopy(r), res_id=f"alone-{i}") for i, r in enumerate(resources)]
+        bulk = repository.create_many(conn, [(copy.deepcopy(r), f"bulk-{i}") for i, r in enumerate(resources)])
+        for one, many in zip([a.version for a in alone], bulk, strict=True):
+            assert (many.res_type, many.version, many.method) == (one.res_type, 1, "POST")
+            assert _without_key(stored_index(conn, many.res_pk)) == _without_key(stored_index(conn, one.res_pk))
+            read = repository.read(conn, many.res_type, many.res_id)
+            assert (read.res_pk, read.body, read.ts) == (many.res_pk, many.body, many.ts)
+            assert _unstamped(read.resource()) == _unstamped(one.resource())
+    assert len({v.res_pk for v in bulk}) == len(resources)
+
+
+def _without_key(stored: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
+    rows = {name: [orjson.loads(row) for row in found] for name, found in stored.items()}
+    return {name: sorted(orjson.dumps({**row, "res_pk": None}) for row in found) for name, found in rows.items()}
+
+
+def _unstamped(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k not in ("id", "meta")} | {"meta": sorted(resource["meta"])}

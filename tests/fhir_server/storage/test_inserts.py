@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from sqlalchemy import Engine, delete, insert, select
 
+from fhir_server.storage import inserts
 from fhir_server.storage.engine import unit_of_work
-from fhir_server.storage.inserts import delete_many, insert_many, insert_rows
+from fhir_server.storage.inserts import delete_many, insert_many, insert_returning, insert_rows, insert_with_children
 from fhir_server.storage.tables import quantity_index, resource_versions, resources, token_index
 
 
@@ -69,3 +71,66 @@ def test_delete_many_removes_the_rows_of_one_key_from_every_table(engine: Engine
         quantities = conn.execute(select(quantity_index.c.res_pk).where(quantity_index.c.res_pk.in_([kept, dropped])))
         assert (tokens.scalars().all(), quantities.scalars().all()) == ([kept], [kept])
         delete_many(conn, (token_index, quantity_index), "res_pk", kept)
+
+
+def _new_resources(prefix: str, count: int) -> list[dict]:
+    return [
+        {
+            "res_type": "Observation",
+            "res_id": f"{prefix}-{i}",
+            "version": 1,
+            "ts": i,
+            "deleted": False,
+            "owner_org": None,
+        }
+        for i in range(count)
+    ]
+
+
+def test_insert_returning_gives_each_new_row_its_key(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inserts, "_RETURNING_ROWS", 2)  # several SQLite statements
+    rows = _new_resources("returning", 5)
+    with unit_of_work(engine) as conn:
+        returned = insert_returning(conn, resources, rows, ("res_id", "res_pk"))
+        stored = conn.execute(
+            select(resources.c.res_id, resources.c.res_pk, resources.c.ts).where(
+                resources.c.res_id.in_([r["res_id"] for r in rows])
+            )
+        ).all()
+        assert insert_returning(conn, resources, [], ("res_pk",)) == []
+    assert sorted(returned) == sorted((res_id, res_pk) for res_id, res_pk, _ in stored)
+    assert sorted((res_id, ts) for res_id, _, ts in stored) == [(r["res_id"], r["ts"]) for r in rows]
+
+
+def test_insert_with_children_gives_children_the_new_keys_of_their_parents(engine: Engine) -> None:
+    rows = _new_resources("family", 3)
+    token = {"param_id": 6, "grp": None, "system": None, "text": None, "hash_value": 1, "hash_sys_value": 2}
+    with unit_of_work(engine) as conn:
+        returned = insert_with_children(
+            conn,
+            resources,
+            rows,
+            ("res_type", "res_id"),
+            {
+                resource_versions: [
+                    {"res_pk": position, "version": 1, "res_type": "Observation", "ts": 1, "method": "POST"}
+                    | {"body": f"body of {position}".encode()}
+                    for position in (3, 1, 2)
+                ],
+                token_index: [{**token, "res_pk": position, "code": f"code of {position}"} for position in (2, 2, 3)],
+                quantity_index: [],
+            },
+        )
+        pk_of = {res_id: res_pk for _, res_id, res_pk in returned}
+        pks = [pk_of[r["res_id"]] for r in rows]
+        bodies = conn.execute(
+            select(resource_versions.c.res_pk, resource_versions.c.body).where(resource_versions.c.res_pk.in_(pks))
+        ).all()
+        codes = conn.execute(
+            select(token_index.c.res_pk, token_index.c.code).where(token_index.c.res_pk.in_(pks))
+        ).all()
+    assert len(set(pks)) == 3
+    assert sorted((pk, bytes(body)) for pk, body in bodies) == [
+        (pk, f"body of {i}".encode()) for i, pk in enumerate(pks, 1)
+    ]
+    assert sorted(codes) == sorted([(pks[1], "code of 2"), (pks[1], "code of 2"), (pks[2], "code of 3")])
