@@ -9,8 +9,8 @@ Work of the exchange itself (SYSTEM: adapters, CLI, background) is not stamped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +34,8 @@ class _WriteLog:
 
 _LOG: ContextVar[_WriteLog | None] = ContextVar("hie_write_log", default=None)
 _SAVEPOINT_ROLLED_BACK = "hie_savepoint_rolled_back"
-"""``Connection.info`` key: a savepoint of the current unit of work was rolled back (with the writes after it)."""
+"""``Connection.info`` key: a savepoint was rolled back (with the writes after it) since a unit of work that wrote
+last looked; such a unit then asks which of its versions are still stored."""
 
 
 @event.listens_for(Engine, "rollback_savepoint")
@@ -60,27 +61,46 @@ def collect_writes(_conn: Connection, versions: Sequence[Version]) -> None:
         log.versions.extend(versions)
 
 
-@contextmanager
-def recorded_writes(conn: Connection, repository: Repository) -> Iterator[None]:
+def recorded_writes(conn: Connection, repository: Repository) -> AbstractContextManager[None]:
     """Around a unit of work: on success, store one Provenance for everything the caller wrote in it."""
     principal = acting_principal()
     if principal.unrestricted:
-        yield
-        return
-    log = _WriteLog()
-    token = _LOG.set(log)
-    conn.info.pop(_SAVEPOINT_ROLLED_BACK, None)
-    try:
-        yield
-        if conn.info.pop(_SAVEPOINT_ROLLED_BACK, False):
-            written = still_stored(conn, log.versions)
-        else:  # nothing was rolled back: every version collected is stored (no statement to ask)
-            written = list({(x.res_pk, x.version): x for x in log.versions}.values())
-        if written:
-            log.closing = True
-            repository.create(conn, provenance(principal, written, instant(max(v.ts for v in written))))
-    finally:
-        _LOG.reset(token)
+        return _UNRECORDED
+    return _RecordedWrites(conn, repository, principal)
+
+
+_UNRECORDED = nullcontext()
+
+
+class _RecordedWrites:
+    """The context of :func:`recorded_writes` for a caller whose writes are stamped (a plain class: it wraps
+    every unit of work, reads included)."""
+
+    __slots__ = ("conn", "log", "principal", "repository", "token")
+
+    def __init__(self, conn: Connection, repository: Repository, principal: Principal) -> None:
+        self.conn = conn
+        self.repository = repository
+        self.principal = principal
+
+    def __enter__(self) -> None:
+        self.log = _WriteLog()
+        self.token = _LOG.set(self.log)
+
+    def __exit__(self, kind: type[BaseException] | None, _error: BaseException | None, _trace: Any) -> None:
+        try:
+            log = self.log
+            if kind is None and log.versions:
+                if self.conn.info.pop(_SAVEPOINT_ROLLED_BACK, False):
+                    written = still_stored(self.conn, log.versions)
+                else:  # nothing was rolled back: every version collected is stored (no statement to ask)
+                    written = list({(x.res_pk, x.version): x for x in log.versions}.values())
+                if written:
+                    log.closing = True
+                    recorded = instant(max(v.ts for v in written))
+                    self.repository.create(self.conn, provenance(self.principal, written, recorded))
+        finally:
+            _LOG.reset(self.token)
 
 
 def provenance(principal: Principal, versions: Sequence[Version], recorded: str) -> dict[str, Any]:

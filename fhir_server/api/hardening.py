@@ -250,6 +250,7 @@ class SecurityHeadersMiddleware:
         self._fhir = self._headers(csp=True, no_store=True)  # built once: the same few lists for every response
         self._other = self._headers(csp=True, no_store=False)
         self._docs = self._headers(csp=False, no_store=False)
+        self._names = frozenset(name for name, _ in self._fhir + self._other)
 
     def _headers(self, *, csp: bool, no_store: bool) -> list[tuple[bytes, bytes]]:
         extra = dict(API_HEADERS)
@@ -273,9 +274,12 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+                headers = list(message.get("headers", ()))
                 present = {name.lower() for name, _ in headers}
-                headers += [(name, value) for name, value in extra if name not in present]
+                if present.isdisjoint(self._names):  # the usual case: the response sets none of them
+                    headers += extra
+                else:
+                    headers += [(name, value) for name, value in extra if name not in present]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -32,13 +32,17 @@ class Entry:
 
     recorded: int
     """Microseconds since the Unix epoch (UTC), the event's ``recorded``."""
-    event: dict[str, Any]
-    """The AuditEvent without ``id``: ``append`` sets it (in place: the dict is the entry's own)."""
+    event: dict[str, Any] | None
+    """The AuditEvent without ``id``: ``append`` sets it (in place: the dict is the entry's own). None when
+    ``parts`` hold it already serialised."""
     columns: tuple[str | None, str | None, str, str] | None = None
     """``client_id``, ``organization``, ``action``, ``outcome`` when the caller knows them (as ``event_columns``
     would derive them); derived from the event otherwise."""
     patients: list[str] | None = None
     """The event's residents when the caller knows them (as ``event_patients`` would list them)."""
+    parts: tuple[bytes, bytes] | None = None
+    """The event's canonical JSON around its ``id`` (``events.canonical_parts``), with ``columns`` and
+    ``patients``: then ``event`` is not serialised again."""
 
 
 @dataclass(frozen=True)
@@ -140,16 +144,22 @@ def append(conn: Connection, entries: list[Entry]) -> list[int]:
     dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
     for entry in entries:
         seq += 1
-        event = entry.event
-        event["id"] = str(seq)
-        body = dumps(event, option=sort_keys)
+        columns, patients = entry.columns, entry.patients
+        if entry.parts is not None and columns is not None and patients is not None:
+            head, tail = entry.parts
+            body = b'%s"id":"%d",%s' % (head, seq, tail)
+        else:
+            event = entry.event
+            assert event is not None, "an entry holds its event or its serialised parts"
+            event["id"] = str(seq)
+            body = dumps(event, option=sort_keys)
+            if columns is None:
+                derived = event_columns(event)
+                columns = (derived["client_id"], derived["organization"], derived["action"], derived["outcome"])
+            if patients is None:
+                patients = event_patients(event)
         digest = sha256(prev.encode("ascii") + body).hexdigest()
-        columns = entry.columns
-        if columns is None:
-            derived = event_columns(event)
-            columns = (derived["client_id"], derived["organization"], derived["action"], derived["outcome"])
         rows.append((seq, entry.recorded, *columns, body.decode(), prev, digest))
-        patients = entry.patients if entry.patients is not None else event_patients(event)
         patient_rows.extend((patient, seq) for patient in patients)
         prev = digest
     _insert(conn, audit_log.name, _INSERT_COLUMNS, _INSERT_TYPES, rows)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from fhir_server.repository import Version
 
 _ALWAYS = ("subject", "patient")
+_FRAGMENT = orjson.Fragment
 _PLAIN_PATIENT_REFERENCE = re.compile(rb'"(Patient/[^"/\\]+)"')
 """A JSON string that is exactly ``Patient/{id}``: in stored canonical JSON every mention of a resident is one."""
 _QUOTE_PLUS = str.maketrans(
@@ -91,10 +92,15 @@ class AccessCollector:
         """The residents of every resource in a Bundle answered (search, history, ``$everything``), and the
         resources a transaction or batch wrote (``response.location``)."""
         for entry in bundle.get("entry") or ():
-            location = (entry.get("response") or {}).get("location")
-            if isinstance(location, str) and "/" in location and "://" not in location:
-                self.reference("/".join(location.split("/")[:2]))
             resource = entry.get("resource")
+            response = entry.get("response")
+            if not response:
+                if resource.__class__ is _FRAGMENT:
+                    continue  # stored JSON, reported by the operation that loaded it (``$everything``)
+            else:
+                location = response.get("location")
+                if isinstance(location, str) and "/" in location and "://" not in location:
+                    self.reference("/".join(location.split("/")[:2]))
             if isinstance(resource, dict):
                 if resource.get("resourceType") == "Bundle":
                     self.bundle(resource)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
+import orjson
+
 from fhir_server.repository import instant
 from fhir_server.search.parameters import LOCAL_BASE
 
@@ -223,3 +225,90 @@ def _entities(access: Access) -> list[dict[str, Any]]:
             }
         )
     return entities
+
+
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _json(value: Any) -> bytes:
+    """Canonical JSON of one value, as ``chain.canonical`` writes it (sorted keys)."""
+    return orjson.dumps(value, option=_SORTED)
+
+
+_COMMON_TAIL = b'"resourceType":"AuditEvent","source":' + _json(_SOURCE) + b',"subtype":'
+_TYPE_END = b',"type":' + _json(_TYPE) + b"}"
+_RESOURCE_ENTITY = (
+    b'{"role":' + _json(_DOMAIN_RESOURCE) + b',"type":' + _json(_SYSTEM_OBJECT) + b',"what":{"reference":'
+)
+_PATIENT_ENTITY = b'{"role":' + _json(_PATIENT_ROLE) + b',"type":' + _json(_PERSON) + b',"what":{"reference":'
+_QUERY_ENTITY = b'","role":' + _json(_QUERY_ROLE) + b',"type":' + _json(_SYSTEM_OBJECT) + b"}"
+
+
+@lru_cache(maxsize=1024)
+def _agents_json(
+    client_id: str | None, remote_address: str | None, purpose: str | None, organization: str | None, user: str | None
+) -> bytes:
+    return _json(_agents(client_id, remote_address, purpose, organization, user))
+
+
+@cache
+def _subtype_json(code: str) -> bytes:
+    return _json([_interaction(code)])
+
+
+def canonical_parts(access: Access) -> tuple[bytes, bytes]:
+    """The canonical JSON (sorted keys) of ``audit_event(access)`` with an ``id``, around that id:
+    ``head + b'"id":"' + id + b'",' + tail``. Composed of the members' own canonical JSON (the parts every event
+    shares serialised once), so that the writer neither builds nor sorts the event."""
+    purpose = "ETREAT" if access.break_glass_reason else access.purpose_of_use
+    head = [
+        b'{"action":',
+        _json(access.effective_action),
+        b',"agent":',
+        _agents_json(access.client_id, access.remote_address, purpose, access.organization, access.user),
+        b",",
+    ]
+    entities = _entities_json(access)
+    if entities:
+        head += (b'"entity":[', b",".join(entities), b"],")
+    if access.break_glass_reason:
+        head += (b'"extension":', _json([{"url": BREAK_GLASS_EXTENSION, "valueString": access.break_glass_reason}]))
+        head.append(b",")
+    tail = [b'"meta":', _json(_BREAK_GLASS_LABEL), b","] if access.break_glass_reason else []
+    tail += (
+        b'"outcome":"',
+        outcome_code(access.status).encode(),
+        b'","outcomeDesc":',
+        _json(f"{access.status} {access.method} {access.path}"),
+        b",",
+    )
+    if purpose:
+        tail += (b'"purposeOfUse":', _json(_purpose(purpose)), b",")
+    tail += (b'"recorded":"', recorded_instant(access.recorded).encode(), b'",', _COMMON_TAIL)
+    if access.operation:
+        subtype = [
+            _interaction(access.interaction),
+            {"code": access.operation, "display": f"{access.method} {access.path}"},
+        ]
+        tail.append(_json(subtype))
+    else:
+        tail.append(_subtype_json(access.interaction))
+    tail.append(_TYPE_END)
+    return b"".join(head), b"".join(tail)
+
+
+def _entities_json(access: Access) -> list[bytes]:
+    """The canonical JSON of each of ``_entities(access)``."""
+    if access.erased:
+        return [_json(entity) for entity in _entities(access)]
+    found: list[bytes] = []
+    patients = access.patients
+    skipped = set(patients) if patients else ()
+    for reference in access.resources:
+        if reference not in skipped:
+            found.append(_RESOURCE_ENTITY + _json(reference) + b"}}")
+    for patient in patients:
+        found.append(_PATIENT_ENTITY + _json(patient) + b"}}")
+    if access.query is not None:
+        found.append(b'{"query":"' + base64.b64encode(access.query.encode()) + _QUERY_ENTITY)
+    return found

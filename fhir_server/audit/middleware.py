@@ -8,12 +8,11 @@ the status and what the collector saw. The event itself is built and written by 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_server.audit.collector import AccessCollector, patient_reference
+from fhir_server.audit.collector import AccessCollector
 from fhir_server.audit.events import Access
 from fhir_server.audit.trail import AuditTrail
 
@@ -24,8 +23,7 @@ _BY_METHOD_TYPE = {"GET": "search-type", "POST": "create", "PUT": "update", "PAT
 _BY_METHOD_INSTANCE = {"GET": "read", "HEAD": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """What a FHIR URL addresses: the interaction, the resource named in it, the operation."""
 
     interaction: str
@@ -34,33 +32,52 @@ class Route:
     compartment: str | None = None
 
 
+_PLAIN = {
+    code: Route(code)
+    for code in (
+        "transaction",
+        "search-system",
+        "history-system",
+        "capabilities",
+        "history-type",
+        "search-type",
+        *_BY_METHOD_TYPE.values(),
+    )
+}
+"""The routes that name no resource, built once."""
+
+
 def classify(method: str, path: str) -> Route:
     """The FHIR interaction a request is (restful-interaction codes), from its method and path below the base."""
     parts = [part for part in path.split("/") if part]
-    for index, part in enumerate(parts):
-        if part.startswith("$"):
-            reference = "/".join(parts[:2]) if index == 2 else None
-            return Route("operation", reference, part)
+    if "$" in path:
+        for index, part in enumerate(parts):
+            if part.startswith("$"):
+                reference = "/".join(parts[:2]) if index == 2 else None
+                return Route("operation", reference, part)
     if not parts:
-        return Route("transaction" if method == "POST" else "search-system")
-    if parts[0] == "_history":
-        return Route("history-system")
-    if parts[0] == "_search":
-        return Route("search-system")
-    if parts[0] == "metadata":
-        return Route("capabilities")
-    if len(parts) == 1:
-        return Route(_BY_METHOD_TYPE.get(method, "search-type"))
-    if parts[1] == "_history":
-        return Route("history-type")
-    if parts[1] == "_search":
-        return Route("search-type")
-    reference = f"{parts[0]}/{parts[1]}"
-    if len(parts) == 2:
+        return _PLAIN["transaction" if method == "POST" else "search-system"]
+    first = parts[0]
+    if first == "_history":
+        return _PLAIN["history-system"]
+    if first == "_search":
+        return _PLAIN["search-system"]
+    if first == "metadata":
+        return _PLAIN["capabilities"]
+    count = len(parts)
+    if count == 1:
+        return _PLAIN[_BY_METHOD_TYPE.get(method, "search-type")]
+    second = parts[1]
+    if second == "_history":
+        return _PLAIN["history-type"]
+    if second == "_search":
+        return _PLAIN["search-type"]
+    reference = f"{first}/{second}"
+    if count == 2:
         return Route(_BY_METHOD_INSTANCE.get(method, "read"), reference)
     if parts[2] == "_history":
-        return Route("vread" if len(parts) > 3 else "history-instance", reference)
-    return Route("search-type", compartment=reference)
+        return Route("vread" if count > 3 else "history-instance", reference)
+    return Route("search-type", None, None, reference)
 
 
 class AuditMiddleware:
@@ -100,14 +117,13 @@ def access_of(scope: Scope, status: int, collector: AccessCollector, fhir: bool)
     path: str = scope["path"]
     state: dict[str, Any] = scope.get("state", {})
     principal = state.get("principal")
-    route = classify(method, path[len(FHIR_PREFIX) :]) if fhir else Route("operation", operation=path)
+    route = classify(method, path[len(FHIR_PREFIX) :]) if fhir else Route("operation", None, path)
     interaction = collector.interaction or route.interaction
     if route.reference:
-        collector.reference(route.reference)
-    for owner in (route.compartment, route.reference):
-        patient = patient_reference(owner) if owner and owner.startswith("Patient/") else None
-        if patient:
-            collector.patients[patient] = None
+        collector.reference(route.reference)  # a Patient among them is noted as its resident
+    compartment = route.compartment
+    if compartment and compartment.startswith("Patient/"):
+        collector.patients[compartment] = None  # the URL's own ``Patient/{id}``: its resident
     query = None
     if interaction.startswith("search") or interaction.startswith("history") or route.operation:
         raw = scope.get("query_string", b"").decode("latin-1")

@@ -72,7 +72,7 @@ class Spool:
 
     def append(self, access: Access) -> None:
         """Write one event to the current segment (opened on first use)."""
-        line = orjson.dumps(access) + b"\n"
+        line = orjson.dumps(access, option=orjson.OPT_APPEND_NEWLINE)
         with self._mutex:
             if self._fd is None:
                 self._open()

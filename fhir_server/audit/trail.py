@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from fhir_server.audit.chain import Entry, append
-from fhir_server.audit.events import Access, audit_event, outcome_code
+from fhir_server.audit.events import Access, canonical_parts, outcome_code
 from fhir_server.audit.spool import Spool, forget, mark_written, replay
 from fhir_server.storage.engine import unit_of_work
 
@@ -212,4 +212,5 @@ def _entry(access: Access) -> Entry:
         access.effective_action,
         outcome_code(access.status),
     )
-    return Entry(access.recorded, audit_event(access), columns, list(dict.fromkeys(p for p in access.patients if p)))
+    patients = list(dict.fromkeys(p for p in access.patients if p))
+    return Entry(access.recorded, None, columns, patients, canonical_parts(access))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from urllib.parse import urlencode
 
+import orjson
 import pytest
 
-from fhir_server.audit.collector import query_text
+from fhir_server.audit.collector import AccessCollector, query_text
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,23 @@ def test_query_text_matches_urlencode_on_any_text() -> None:
             for _ in range(rng.randint(1, 4))
         ]
         assert query_text(params) == urlencode(params), params
+
+
+def test_a_bundle_notes_parsed_entries_and_locations_and_leaves_stored_json_to_its_operation() -> None:
+    collector = AccessCollector({})
+    observation = {"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/a"}}
+    stored = b'{"resourceType":"Observation","id":"o2","subject":{"reference":"Patient/z"}}'
+    bundle = {
+        "resourceType": "Bundle",
+        "entry": [
+            {"resource": orjson.Fragment(stored), "search": {"mode": "match"}},
+            {"resource": observation},
+            {"response": {"location": "Condition/c1/_history/1"}},
+            {"resource": orjson.Fragment(stored), "response": {"location": "Patient/b/_history/2"}},
+            {"resource": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient", "id": "p"}}]}},
+            {"resource": observation, "response": {}},
+        ],
+    }
+    collector.bundle(bundle)
+    assert list(collector.resources) == ["Condition/c1", "Patient/b"]
+    assert list(collector.patients) == ["Patient/a", "Patient/b", "Patient/p"]

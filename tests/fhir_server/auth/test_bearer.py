@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -15,6 +16,8 @@ from fhir_server.auth.cli import create_client, issue_token
 from fhir_server.auth.clients import set_active
 from fhir_server.auth.enforce import principal_of
 from fhir_server.auth.keys import KeyRing
+from fhir_server.auth.middleware import _needs
+from fhir_server.auth.policy import needs_of
 from fhir_server.auth.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER
 from fhir_server.storage.engine import unit_of_work
 from tests.conftest import Backend, token_for
@@ -161,3 +164,72 @@ def test_websocket_needs_a_token(anonymous, backend):
     with anonymous.websocket_connect("/fhir/websocket", headers=bearer(token_for(backend))) as socket:
         socket.send_text("hello")
         assert socket.receive_text().startswith("error")
+
+
+def test_a_token_used_before_is_refused_from_its_expiry(anonymous, backend, monkeypatch):
+    token = signed(backend)
+    for _ in range(2):  # verified once, then taken from the verifier's cache with its principal
+        assert anonymous.get("/fhir/Patient", headers=bearer(token)).status_code == 200
+    later = time.time() + 301
+    monkeypatch.setattr("fhir_server.auth.tokens.time", SimpleNamespace(time=lambda: later))
+    assert "expired" in assert_401(anonymous.get("/fhir/Patient", headers=bearer(token)))
+
+
+def test_a_client_deactivated_after_its_token_was_used_is_refused(anonymous, backend):
+    client, _ = create_client(backend.engine, name="deactivated later", scopes="system/*.rs")
+    token, _ = issue_token(backend.engine, backend.settings, client.client_id)
+    assert anonymous.get("/fhir/Patient", headers=bearer(token)).status_code == 200
+    with unit_of_work(backend.engine) as conn:
+        set_active(conn, client.client_id, False)
+    anonymous.app.state.authority.clients.forget(client.client_id)  # the registry row's lifetime is over
+    assert "deactivated" in assert_401(anonymous.get("/fhir/Patient", headers=bearer(token)))
+
+
+def test_each_request_has_the_purpose_it_states(backend):
+    app = create_app(backend.settings, backend.engine)
+    seen = []
+
+    @app.get("/fhir/_probe", include_in_schema=False)
+    async def probe(request: Request) -> dict:
+        seen.append(principal_of(request))
+        return {}
+
+    app.router.routes.insert(0, app.router.routes.pop())
+    client, _ = create_client(backend.engine, name="purposes", scopes="system/*.rs", organization="Organization/p")
+    token, _ = issue_token(backend.engine, backend.settings, client.client_id)
+    stated = [("TREAT", None), ("HPAYMT", None), ("TREAT", None), ("ETREAT", "unconscious"), (None, None)]
+    with TestClient(app, base_url="http://testserver") as http:
+        for purpose, reason in stated:
+            headers = {**bearer(token), "X-Purpose-Of-Use": purpose or "", "X-Break-Glass-Reason": reason or ""}
+            assert http.get("/fhir/_probe", headers=headers).status_code == 200
+    assert [(p.purpose_of_use, p.break_glass_reason) for p in seen] == stated
+    assert {(p.client_id, p.organization, p.unrestricted) for p in seen} == {
+        (client.client_id, "Organization/p", False)
+    }
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/fhir/Patient/a",
+        "/fhir/Patient/b",
+        "/fhir/Patient",
+        "/fhir/Observation/x",
+        "/fhir/Patient/_history",
+        "/fhir/Patient/_search",
+        "/fhir/Patient/$match",
+        "/fhir/Patient/a/$everything",
+        "/fhir/Patient/a/Observation",
+        "/fhir/Patient/a/_history/2",
+        "/fhir/$export",
+        "/fhir/_history",
+        "/fhir/metadata",
+        "/fhir/NotAType/x",
+        "/fhir",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+def test_needs_kept_per_type_are_those_of_the_path(method, path):
+    parts = [part for part in path[len("/fhir") :].split("/") if part]
+    for _ in range(2):
+        assert _needs(method, path) == needs_of(method, parts)
