@@ -18,9 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fhir_server.auth.authority import Authority
 from fhir_server.auth.clients import Client
 from fhir_server.auth.enforce import constraints_state
-from fhir_server.auth.policy import forbidden, needs_of
+from fhir_server.auth.policy import Need, forbidden, needs_of
 from fhir_server.auth.principal import ANONYMOUS, Principal
-from fhir_server.auth.scopes import grants_for
+from fhir_server.auth.scopes import Grants, grants_for
 from fhir_server.auth.tokens import InvalidToken, TokenClaims
 from fhir_server.errors import Issue, operation_outcome
 
@@ -29,10 +29,18 @@ BREAK_GLASS_HEADER = b"x-break-glass-reason"
 _FHIR_JSON = b"application/fhir+json"
 
 
+MAX_PRINCIPALS = 10_000
+"""Principals kept for reuse (tokens × addresses × stated purposes); the cache starts afresh when full."""
+
+
 class AuthMiddleware:
     def __init__(self, app: ASGIApp, authority: Authority) -> None:
         self.app = app
         self.authority = authority
+        self._principals: dict[tuple[str, str | None, str | None, str | None], _Known] = {}
+        """The principal of a token, address and stated purpose, built once: reused while the verifier answers
+        with the same claims and the registry with the same client row (an expired token, a client deactivated
+        or reloaded, make a new entry or a 401 as before)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -72,34 +80,32 @@ class AuthMiddleware:
             await _refuse(scope, send, 401, "An access token is required: send 'Authorization: Bearer <token>'.", None)
             return
         try:
-            claims = await self._verify(token)
-            organization, exchange, patient = claims.organization, False, claims.patient
-            if claims.local:
-                registered = await self._registered(claims.client_id)
-                organization, exchange, patient = registered.organization, registered.exchange, registered.patient
+            claims = self.authority.verifier.fast(token)  # a token seen before: no I/O, no coroutine
+            if claims is None:
+                claims = await run_in_threadpool(self.authority.verifier.verify, token)
+            registered = None
+            if claims.local:  # issued here: its client must still be registered and active
+                hit, registered = self.authority.clients.cached(claims.client_id)
+                if not hit:
+                    registered = await run_in_threadpool(self.authority.clients.load, claims.client_id)
+                _check_registered(claims.client_id, registered)
         except InvalidToken as error:
             await _refuse(scope, send, 401, str(error), "invalid_token")
             return
-        scopes = claims.scopes if patient is not None and organization is None else _without_patient(claims.scopes)
-        grants = grants_for(scopes)
-        principal = Principal(
-            client_id=claims.client_id,
-            organization=organization,
-            scopes=scopes,
-            user=claims.user,
-            patient=patient,
-            purpose_of_use=purpose,
-            break_glass_reason=reason,
-            remote_address=remote,
-            exchange=exchange,
-            unrestricted=exchange and grants.everything(),
-        )
+        key = (token, remote, purpose, reason)
+        known = self._principals.get(key)
+        if known is not None and known[0] is claims and known[1] is registered:
+            principal, grants = known[2], known[3]
+        else:
+            principal, grants = _principal(claims, registered, purpose, reason, remote)
+            if len(self._principals) >= MAX_PRINCIPALS:
+                self._principals.clear()
+            self._principals[key] = (claims, registered, principal, grants)
         state["principal"] = principal
         if principal.unrestricted:
             await self.app(scope, receive, send)
             return
-        parts = [part for part in path[len("/fhir") :].split("/") if part]
-        for need in needs_of(method, parts):
+        for need in _needs(method, path):
             access = grants.access(need.res_type, need.permission)
             if not access.allowed or (access.constraints and not need.constrainable):
                 error = forbidden(need, grants, constrained=access.allowed)
@@ -109,22 +115,61 @@ class AuthMiddleware:
                 constraints_state(scope)[(need.res_type, need.permission)] = access.constraints
         await self.app(scope, receive, send)
 
-    async def _verify(self, token: str) -> TokenClaims:
-        claims = self.authority.verifier.fast(token)
-        if claims is None:
-            claims = await run_in_threadpool(self.authority.verifier.verify, token)
-        return claims
 
-    async def _registered(self, client_id: str) -> Client:
-        """The registered client of a token this server issued; 401 when it is no longer registered or active."""
-        hit, client = self.authority.clients.cached(client_id)
-        if not hit:
-            client = await run_in_threadpool(self.authority.clients.load, client_id)
-        if client is None:
-            raise InvalidToken(f"The client '{client_id}' of this token is not registered.")
-        if not client.active:
-            raise InvalidToken(f"The client '{client_id}' of this token has been deactivated.")
-        return client
+def _check_registered(client_id: str, client: Client | None) -> None:
+    """401 for the client of a token this server issued when it is no longer registered or active."""
+    if client is None:
+        raise InvalidToken(f"The client '{client_id}' of this token is not registered.")
+    if not client.active:
+        raise InvalidToken(f"The client '{client_id}' of this token has been deactivated.")
+
+
+_Known = tuple[TokenClaims, Client | None, Principal, Grants]
+
+
+def _principal(
+    claims: TokenClaims, registered: Client | None, purpose: str | None, reason: str | None, remote: str | None
+) -> tuple[Principal, Grants]:
+    """The caller a verified token stands for: a token this server issued acts as its registered client."""
+    organization, exchange, patient = claims.organization, False, claims.patient
+    if registered is not None:
+        organization, exchange, patient = registered.organization, registered.exchange, registered.patient
+    scopes = claims.scopes if patient is not None and organization is None else _without_patient(claims.scopes)
+    grants = grants_for(scopes)
+    principal = Principal(
+        client_id=claims.client_id,
+        organization=organization,
+        scopes=scopes,
+        user=claims.user,
+        patient=patient,
+        purpose_of_use=purpose,
+        break_glass_reason=reason,
+        remote_address=remote,
+        exchange=exchange,
+        unrestricted=exchange and grants.everything(),
+    )
+    return principal, grants
+
+
+_NEEDS: dict[tuple[str, ...], list[Need]] = {}
+
+
+def _needs(method: str, path: str) -> list[Need]:
+    """``needs_of`` the path below ``/fhir``, kept per method and type for reads and writes of an instance (what
+    they need does not depend on the id) and for the type-level interactions."""
+    parts = [part for part in path[len("/fhir") :].split("/") if part]
+    if len(parts) == 1 and not parts[0].startswith("$"):
+        key: tuple[str, ...] = (method, parts[0])
+    elif len(parts) == 2 and not parts[1].startswith(("$", "_")) and not parts[0].startswith("$"):
+        key = (method, parts[0], "")
+    else:
+        return needs_of(method, parts)
+    found = _NEEDS.get(key)
+    if found is None:
+        if len(_NEEDS) >= MAX_PRINCIPALS:
+            _NEEDS.clear()
+        found = _NEEDS[key] = needs_of(method, parts)
+    return found
 
 
 def _without_patient(scopes: frozenset[str]) -> frozenset[str]:
