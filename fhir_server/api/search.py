@@ -88,13 +88,14 @@ def searchset(
 
     Unshaped resources go in as their stored canonical JSON (``orjson.Fragment``): never parsed nor
     serialised again."""
-    applied = request.applied
-    links = [{"relation": "self", "url": _url(base, path, applied, request.cursor)}]
-    links.append({"relation": "first", "url": _url(base, path, applied, None)})
+    query = urlencode(request.applied)  # the search's own parameters, encoded once for every link
+    first = _url(base, path, query, None)
+    links = [{"relation": "self", "url": _url(base, path, query, request.cursor) if request.cursor else first}]
+    links.append({"relation": "first", "url": first})
     if page.previous_cursor:
-        links.append({"relation": "previous", "url": _url(base, path, applied, page.previous_cursor)})
+        links.append({"relation": "previous", "url": _url(base, path, query, page.previous_cursor)})
     if page.next_cursor:
-        links.append({"relation": "next", "url": _url(base, path, applied, page.next_cursor)})
+        links.append({"relation": "next", "url": _url(base, path, query, page.next_cursor)})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
@@ -121,8 +122,10 @@ def searchset(
     return bundle
 
 
-def _url(base: str, path: str, params: list[tuple[str, str]], cursor: str | None) -> str:
-    query = urlencode([*params, *([("_cursor", cursor)] if cursor else [])])
+def _url(base: str, path: str, query: str, cursor: str | None) -> str:
+    """A link of the searchset: ``query`` (the encoded parameters) and the page's ``_cursor``, if any."""
+    if cursor:
+        query = "&".join(filter(None, (query, urlencode([("_cursor", cursor)]))))
     return f"{base}/{path}".rstrip("/") + (f"?{query}" if query else "")
 
 

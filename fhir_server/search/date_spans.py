@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -77,8 +78,10 @@ def longest(conn: Connection, param_id: int) -> int | None:
     return _read(conn, [param_id]).get(param_id)
 
 
+@lru_cache(maxsize=1024)
 def bound_of(param_id: int) -> ScalarSelect[Any]:
-    """The stored bound as a scalar subquery: a statement reads the bound of its own snapshot."""
+    """The stored bound as a scalar subquery: a statement reads the bound of its own snapshot (built once per
+    parameter)."""
     t = search_date_spans.c
     return select(t.span).where(t.param_id == param_id).scalar_subquery()
 

@@ -14,13 +14,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
     FromClause,
+    Select,
     String,
     Table,
     and_,
@@ -76,6 +77,42 @@ _KM_PER_DEGREE = 111.2
 def table_alias(table: Table, number: int) -> FromClause:
     """``idx_token AS idx_token_3``: aliases are built once (building one copies every column)."""
     return table.alias(f"{table.name}_{number}")
+
+
+@lru_cache(maxsize=4096)
+def _param_condition(table: FromClause, ids: tuple[int, ...], one_resource: bool) -> ColumnElement[bool]:
+    """``param_id = id`` (``IN ids`` for several; ``param_id + 0`` when ``one_resource``) on an alias: built once
+    per alias and ids, since every search of a parameter repeats it (and building costs more than the rest)."""
+    column = table.c.param_id + 0 if one_resource else table.c.param_id
+    return column == ids[0] if len(ids) == 1 else column.in_(ids)
+
+
+@lru_cache(maxsize=4096)
+def same_resource(table: FromClause, other: FromClause) -> ColumnElement[bool]:
+    """``table.res_pk = other.res_pk`` of two aliases: built once per pair (the aliases recur across statements)."""
+    return table.c.res_pk == other.c.res_pk
+
+
+@lru_cache(maxsize=1024)
+def current(table: FromClause) -> ColumnElement[bool]:
+    """``NOT deleted`` on an alias of ``resources``, built once per alias."""
+    return table.c.deleted.is_(False)
+
+
+@lru_cache(maxsize=4096)
+def of_type(table: FromClause, res_type: str) -> ColumnElement[bool]:
+    """``res_type = :type`` on an alias of ``resources``, built once per alias and type."""
+    return table.c.res_type == res_type
+
+
+@lru_cache(maxsize=4096)
+def _open_ended(start: FromClause, end: FromClause, param_id: int) -> tuple[Select, Select]:
+    """The date rows of a parameter with an open start, and with an open end (``driving_window``): built once per
+    pair of aliases and parameter."""
+    return (
+        select(start.c.res_pk).where(start.c.param_id == param_id, start.c.low == UNBOUNDED_LOW),
+        select(end.c.res_pk).where(end.c.param_id == param_id, end.c.high == UNBOUNDED_HIGH),
+    )
 
 
 @dataclass(frozen=True)
@@ -221,11 +258,10 @@ class PredicateBuilder:
         statistics, which an expression would hide).
         """
         one_resource = of_one_resource and self.dialect == "sqlite"
-        column = table.c.param_id + 0 if one_resource else table.c.param_id
         if res_type is None:
-            return column.in_(ids_named(codes))
-        ids = [self.ids(res_type, code) for code in codes]
-        return column == ids[0] if len(ids) == 1 else column.in_(ids)
+            return (table.c.param_id + 0 if one_resource else table.c.param_id).in_(ids_named(codes))
+        ids = tuple(self.ids(res_type, code) for code in codes)
+        return _param_condition(table, ids, one_resource)
 
     def alias(self, table: Table) -> FromClause:
         """A fresh alias within this statement; the same names recur across statements (cached SQL)."""
@@ -265,7 +301,7 @@ class PredicateBuilder:
         table = self.alias(INDEX_TABLES[param.type])
         probes = self.hash_probes(target, param.code, param.type, table, clause.values, modifier)
         if probes is not None:  # the hashes stand for resource type and parameter: one bigint index probe
-            found = exists().where(table.c.res_pk == target.pk, or_(*probes))
+            found = exists().where(same_resource(table, target.table), or_(*probes))
             return not_(found) if modifier == "not" else found
         conditions = [self.row_condition(param.type, table, v, modifier) for v in clause.values]
         found = self.rows(table, target, param.code, or_(*conditions))
@@ -317,15 +353,16 @@ class PredicateBuilder:
         assert target.type_name is not None
         param_id = self.ids(target.type_name, window.code)
         reach = date_spans.bound_of(param_id)
-        earliest, open_start, open_end = (self.alias(date_index).c for _ in range(3))
+        earliest = self.alias(date_index).c
+        open_start, open_end = _open_ended(self.alias(date_index), self.alias(date_index), param_id)
         rows: Any = union_all(
             select(earliest.res_pk).where(
                 earliest.param_id == param_id,
                 earliest.low >= window.after - reach,
                 earliest.low <= window.before + reach,
             ),
-            select(open_start.res_pk).where(open_start.param_id == param_id, open_start.low == UNBOUNDED_LOW),
-            select(open_end.res_pk).where(open_end.param_id == param_id, open_end.high == UNBOUNDED_HIGH),
+            open_start,
+            open_end,
         )
         narrowed = False
         if narrowed_by is not None:
@@ -353,13 +390,16 @@ class PredicateBuilder:
         found = select(table.c.res_pk).where(table.c.res_pk == res_pk, or_(*probes)).limit(1)
         return found.scalar_subquery().is_not(None)
 
-    def first(self, rows: Any) -> Any:
-        """A chain's or ``_has``'s rows as a ``MATERIALIZED`` CTE on PostgreSQL, so that the planner reads them
-        first: it misjudges these nested semi-joins and probed them per row of a broader criterion instead."""
+    def first(self, rows: Any, column: Any) -> Any:
+        """A chain's or ``_has``'s rows (``column``, their one column) as a ``MATERIALIZED`` CTE on PostgreSQL, so
+        that the planner reads them first: it misjudges these nested semi-joins and probed them per row of a
+        broader criterion instead."""
         if self.dialect != "postgresql":
             return rows
-        lead = rows.cte(f"lead_{next(self._aliases)}").prefix_with("MATERIALIZED")
-        return select(lead.c[0])
+        name = f"lead_{next(self._aliases)}"
+        lead = rows.cte(name).prefix_with("MATERIALIZED")
+        # the column named, not taken from the CTE's collection (built per call)
+        return select(literal_column(f"{name}.{column.name}", column.type)).select_from(lead)
 
     def driving_chain(self, target: Target, clause: Chain) -> ColumnElement[bool]:
         """A chain as a starting point: the referred resources matching the inner clause first, then the
@@ -372,13 +412,15 @@ class PredicateBuilder:
             lead = self.driving(inner_target, inner) if selectivity(inner) is not None else None
             ids = select(referred.c.res_id).where(
                 referred.c.res_type == target_type,
-                referred.c.deleted.is_(False),
+                current(referred),
                 lead if lead is not None else self.clause(inner_target, inner),
                 *self._readable(referred, target_type),
             )
-            alternatives.append(and_(link.c.target_type == target_type, link.c.target_id.in_(self.first(ids))))
+            alternatives.append(
+                and_(link.c.target_type == target_type, link.c.target_id.in_(self.first(ids, referred.c.res_id)))
+            )
         rows = select(link.c.res_pk).where(self.param_is(link, target.type_name, clause.param.code), or_(*alternatives))
-        return target.pk.in_(self.first(rows))
+        return target.pk.in_(self.first(rows, link.c.res_pk))
 
     def driving_has(self, target: Target, clause: Has) -> ColumnElement[bool]:
         """``_has`` as a starting point: the referring resources matching the inner clause first, then the ids
@@ -391,7 +433,7 @@ class PredicateBuilder:
             link.c.target_type == target.type_name,
             self.driving(Target(link, clause.source_type), clause.inner),
         )
-        return target.id.in_(self.first(rows))
+        return target.id.in_(self.first(rows, link.c.target_id))
 
     def hash_probes(
         self, target: Target, code: str, kind: str, table: FromClause, values: tuple, modifier: str | None
@@ -444,7 +486,7 @@ class PredicateBuilder:
         the conditions name (``ix_date_res_param``), not each row of the table as well.
         """
         of_param = self.param_is(table, target.type_name, param, of_one_resource=True)
-        return select(table.c.res_pk).where(table.c.res_pk == target.pk, of_param, *conditions).exists()
+        return select(table.c.res_pk).where(same_resource(table, target.table), of_param, *conditions).exists()
 
     def missing(self, target: Target, clause: Missing) -> ColumnElement[bool]:
         param = clause.param
@@ -471,7 +513,7 @@ class PredicateBuilder:
                     exists().where(
                         referred.c.res_type == target_type,
                         referred.c.res_id == link.c.target_id,
-                        referred.c.deleted.is_(False),
+                        current(referred),
                         self.clause(inner_target, inner),
                         *self._readable(referred, target_type),
                     ),
@@ -493,7 +535,7 @@ class PredicateBuilder:
         ]
         if _reads_resource_row(clause.inner) or self.restrict is not None:
             source = self.alias(resources)
-            conditions += [source.c.res_pk == link.c.res_pk, source.c.deleted.is_(False)]
+            conditions += [source.c.res_pk == link.c.res_pk, current(source)]
             conditions += self._readable(source, clause.source_type)
             conditions.append(self.clause(Target(source, clause.source_type), clause.inner))
         else:
@@ -507,7 +549,7 @@ class PredicateBuilder:
         return exists().where(
             holder.c.res_type == "List",
             holder.c.res_id.in_(clause.list_ids),
-            holder.c.deleted.is_(False),
+            current(holder),
             link.c.res_pk == holder.c.res_pk,
             self.param_is(link, "List", "item"),
             link.c.target_type == target.type,
@@ -522,7 +564,7 @@ class PredicateBuilder:
                 continue
             link = self.alias(reference_index)
             member = exists().where(
-                link.c.res_pk == target.pk,
+                same_resource(link, target.table),
                 self.param_is(link, res_type, *params, of_one_resource=True),
                 link.c.target_type == clause.type,
                 link.c.target_id == clause.id,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, false, func, or_, select
+from sqlalchemy import Connection, Integer, Select, and_, false, func, literal_column, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from fhir_server.search import date_spans, param_ids
@@ -20,7 +20,9 @@ from fhir_server.search.predicates import (
     DateWindow,
     PredicateBuilder,
     Target,
+    current,
     date_windows,
+    of_type,
     selectivity,
     table_alias,
 )
@@ -40,6 +42,14 @@ from fhir_server.search.terminology import Terminology, TerminologyError
 from fhir_server.storage.tables import INDEX_TABLES, resources
 
 _RESOURCES = resources.alias("r")
+_PAGE = (
+    literal_column("page.pk", resources.c.res_pk.type),
+    literal_column("page.res_type", resources.c.res_type.type),
+    literal_column("page.res_id", resources.c.res_id.type),
+)
+"""The columns of a page's subquery ``page`` by name: a subquery's column collection is built per statement."""
+_MATCHES = literal_column("page.matches", Integer())
+_PK_ASCENDING, _PK_DESCENDING = _PAGE[0].asc(), _PAGE[0].desc()
 SUPPORTED_TYPES = frozenset(
     {"token", "string", "reference", "date", "number", "quantity", "uri", "composite", "special"}
 )
@@ -116,7 +126,7 @@ def _conditions(
     builder.restrict = restrict
     types = request.types
     target = Target(table, types[0] if len(types) == 1 else None)
-    where: list[ColumnElement[bool]] = [table.c.deleted.is_(False)]
+    where: list[ColumnElement[bool]] = [current(table)]
     if len(types) > 1:
         where.append(table.c.res_type.in_(types))
     clauses = [*request.clauses, *(extra or [])]
@@ -146,7 +156,7 @@ def _conditions(
         # A leading Match or Chain reads only index rows of this type (hashes include it): repeating the type
         # would let SQLite probe (res_type, res_pk) and sort every match, instead of walking the keys in
         # order and stopping at the end of the page.
-        where.append(table.c.res_type == types[0])
+        where.append(of_type(table, types[0]))
     if restrict is not None:
         where.append(restrict(table, target.type_name))
     return where, window is not None
@@ -220,35 +230,36 @@ def search(
         r.c.res_pk.label("pk"), r.c.res_type, r.c.res_id, *(k.label(f"k{i}") for i, k in enumerate(keys)), *matches
     )
     page = inner.where(*where).subquery("page")
-    columns = [page.c[f"k{i}"] for i in range(len(keys))]
+    # the page's columns named, not taken from the subquery's collection (built per search)
+    columns = [literal_column(f"page.k{i}", key.type) for i, key in enumerate(keys)]
     descending = [key.descending for key in request.sort]
     signature = sort_signature(request.sort)
     backward = False
-    query = select(page.c.pk, page.c.res_type, page.c.res_id, *columns, *([page.c.matches] if counted else []))
+    query = select(*_PAGE, *columns, *([_MATCHES] if counted else [])).select_from(page)
     if request.cursor:
         direction, values, last_pk = decode_cursor(request.cursor, signature, len(keys))
         backward = direction == "p"
-        query = query.where(_beyond(columns, descending, values, page.c.pk, last_pk, backward=backward))
+        query = query.where(_beyond(columns, descending, values, _PAGE[0], last_pk, backward=backward))
     order = []
     for column, desc in zip(columns, descending, strict=True):
         if backward:  # the reverse of the page order, read from the cursor back
             order.append(column.asc().nulls_first() if desc else column.desc().nulls_first())
         else:
             order.append(column.desc().nulls_last() if desc else column.asc().nulls_last())
-    order.append(page.c.pk.desc() if backward else page.c.pk.asc())
+    order.append(_PK_DESCENDING if backward else _PK_ASCENDING)
     rows = conn.execute(query.order_by(*order).limit(request.count + 1)).all()
     more = len(rows) > request.count
     rows = rows[: request.count]
     if backward:
         rows.reverse()
-    hits = [Hit(row.pk, row.res_type, row.res_id, tuple(row[3 : 3 + len(keys)])) for row in rows]
+    hits = [Hit(row[0], row[1], row[2], tuple(row[3 : 3 + len(keys)])) for row in rows]
     estimated = False
     if request.total == "none":
         total = None
     elif request.cursor is None and not more:
         total = len(hits)  # the first page holds every match: no count query
     elif counted and rows:
-        total, estimated = _counted(conn, r, where, rows[0].matches, None if explicit else count_limit)
+        total, estimated = _counted(conn, r, where, rows[0][-1], None if explicit else count_limit)
     else:
         total, estimated = _total(conn, r, where, request.total, None if explicit else count_limit)
     has_next = more if not backward else bool(hits)
